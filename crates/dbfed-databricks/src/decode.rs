@@ -1,0 +1,256 @@
+//! Result chunk decoding: LZ4 frames, Arrow IPC streams, casting to the promised schema.
+
+use std::io::{Cursor, Read};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
+use arrow::compute::{CastOptions, can_cast_types, cast_with_options};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::util::display::FormatOptions;
+
+use crate::error::{Error, Result};
+
+/// Decompresses LZ4-frame data made of one or more concatenated frames.
+pub fn decompress_lz4_frames(input: &[u8], what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len().saturating_mul(3));
+    let mut rest = input;
+    // Each pass decodes at least one frame header from `rest` or fails, so this terminates.
+    while !rest.is_empty() {
+        let before = rest.len();
+        let mut decoder = lz4_flex::frame::FrameDecoder::new(&mut rest);
+        decoder
+            .read_to_end(&mut out)
+            .map_err(|e| Error::decode(what, format!("invalid LZ4 frame data: {e}")))?;
+        drop(decoder);
+        if rest.len() == before {
+            return Err(Error::decode(what, "LZ4 decoder made no progress"));
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes one complete Arrow IPC stream and casts each batch to `target`.
+pub fn decode_ipc_stream(bytes: &[u8], target: &SchemaRef, what: &str) -> Result<Vec<RecordBatch>> {
+    let reader = StreamReader::try_new(Cursor::new(bytes), None)
+        .map_err(|e| Error::decode(what, format!("invalid Arrow IPC stream: {e}")))?;
+    let mut batches = Vec::new();
+    for batch in reader {
+        let batch =
+            batch.map_err(|e| Error::decode(what, format!("invalid Arrow IPC stream: {e}")))?;
+        batches.push(cast_batch(&batch, target, what)?);
+    }
+    Ok(batches)
+}
+
+/// Casts `batch` column by column (by position) to `target`.
+///
+/// Fails with a [`Error::Decode`] naming the column when the column count differs or a value
+/// cannot be represented in the promised type (casts are not lossy-silent: `safe = false`).
+pub fn cast_batch(batch: &RecordBatch, target: &SchemaRef, what: &str) -> Result<RecordBatch> {
+    if batch.schema().fields() == target.fields() {
+        return Ok(batch
+            .clone()
+            .with_schema(target.clone())
+            .unwrap_or_else(|_| batch.clone()));
+    }
+    if batch.num_columns() != target.fields().len() {
+        return Err(Error::decode(
+            what,
+            format!(
+                "it has {} columns but the manifest declares {}",
+                batch.num_columns(),
+                target.fields().len()
+            ),
+        ));
+    }
+    let options = CastOptions {
+        safe: false,
+        format_options: FormatOptions::default(),
+    };
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(target.fields())
+        .map(|(array, field)| -> Result<ArrayRef> {
+            let from = array.data_type();
+            let to = field.data_type();
+            if from == to {
+                return Ok(array.clone());
+            }
+            if *to == DataType::Null {
+                if array.logical_null_count() == array.len() {
+                    return Ok(new_null_array(to, array.len()));
+                }
+                return Err(Error::decode(
+                    what,
+                    format!(
+                        "column {:?} is declared VOID but holds values",
+                        field.name()
+                    ),
+                ));
+            }
+            if !can_cast_types(from, to) {
+                return Err(Error::decode(
+                    what,
+                    format!(
+                        "column {:?} arrived as {from} and cannot be converted to {to}",
+                        field.name()
+                    ),
+                ));
+            }
+            cast_with_options(array, to, &options).map_err(|e| {
+                Error::decode(
+                    what,
+                    format!("column {:?}: cannot cast {from} to {to}: {e}", field.name()),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new_with_options(
+        Arc::clone(target),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .map_err(|e| Error::decode(what, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use arrow::array::{Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+    use arrow::ipc::writer::StreamWriter;
+
+    use super::*;
+
+    fn ipc(batch: &RecordBatch) -> Vec<u8> {
+        let mut buf = Vec::new();
+        {
+            let mut w = StreamWriter::try_new(&mut buf, &batch.schema()).expect("writer");
+            w.write(batch).expect("write");
+            w.finish().expect("finish");
+        }
+        buf
+    }
+
+    fn lz4(data: &[u8]) -> Vec<u8> {
+        let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        enc.write_all(data).expect("compress");
+        enc.finish().expect("finish")
+    }
+
+    fn sample() -> RecordBatch {
+        RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(Int32Array::from(vec![1, 2, 3])) as ArrayRef),
+            (
+                "s",
+                Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])) as ArrayRef,
+            ),
+        ])
+        .expect("batch")
+    }
+
+    #[test]
+    fn concatenated_lz4_frames_decode_completely() {
+        let a = b"hello, ".repeat(100);
+        let b = b"world".repeat(1000);
+        let mut both = lz4(&a);
+        both.extend(lz4(&b));
+        let out = decompress_lz4_frames(&both, "test").expect("two frames");
+        assert_eq!(out.len(), a.len() + b.len());
+        assert_eq!(&out[..a.len()], &a[..]);
+        assert_eq!(&out[a.len()..], &b[..]);
+    }
+
+    #[test]
+    fn ipc_split_over_frames_roundtrips() {
+        let bytes = ipc(&sample());
+        let (x, y) = bytes.split_at(bytes.len() / 3);
+        let mut framed = lz4(x);
+        framed.extend(lz4(y));
+        let raw = decompress_lz4_frames(&framed, "chunk").expect("lz4");
+        let batches = decode_ipc_stream(&raw, &sample().schema(), "chunk").expect("ipc");
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0], sample());
+    }
+
+    #[test]
+    fn truncated_or_garbage_lz4_is_an_error() {
+        let framed = lz4(&b"x".repeat(10_000));
+        let err =
+            decompress_lz4_frames(&framed[..framed.len() - 5], "chunk 0").expect_err("truncated");
+        assert!(err.to_string().contains("chunk 0"), "{err}");
+        assert!(decompress_lz4_frames(b"not lz4 at all", "c").is_err());
+        assert!(decompress_lz4_frames(&[], "c").expect("empty").is_empty());
+    }
+
+    #[test]
+    fn truncated_ipc_is_an_error() {
+        let bytes = ipc(&sample());
+        // Cut in the middle of the record batch message.
+        let cut = &bytes[..bytes.len() - 20];
+        let err = decode_ipc_stream(cut, &sample().schema(), "chunk 2").expect_err("truncated");
+        assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+        assert!(decode_ipc_stream(b"garbage!", &sample().schema(), "c").is_err());
+        assert!(decode_ipc_stream(&[], &sample().schema(), "c").is_err());
+    }
+
+    #[test]
+    fn batches_are_cast_to_the_promised_schema() {
+        let target = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let out = cast_batch(&sample(), &target, "c").expect("cast");
+        assert_eq!(out.schema(), target);
+        let ids = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("int64");
+        assert_eq!(ids.values(), &[1, 2, 3]);
+
+        let ts_la = Arc::new(Schema::new(vec![Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("America/Los_Angeles".into())),
+            true,
+        )]));
+        let ts = RecordBatch::try_new(
+            ts_la,
+            vec![Arc::new(
+                TimestampMicrosecondArray::from(vec![Some(1_609_524_000_000_000), None])
+                    .with_timezone("America/Los_Angeles"),
+            )],
+        )
+        .expect("ts batch");
+        let utc = Arc::new(Schema::new(vec![Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        )]));
+        let out = cast_batch(&ts, &utc, "c").expect("tz cast");
+        let col = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .expect("ts");
+        assert_eq!(col.value(0), 1_609_524_000_000_000, "instant preserved");
+        assert!(col.is_null(1));
+    }
+
+    #[test]
+    fn impossible_casts_name_the_column() {
+        let wrong_count = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, true)]));
+        let err = cast_batch(&sample(), &wrong_count, "chunk 1").expect_err("count");
+        assert!(err.to_string().contains("2 columns"), "{err}");
+
+        let bad = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int32, true),
+            Field::new("s", DataType::Int32, true),
+        ]));
+        let err = cast_batch(&sample(), &bad, "chunk 1").expect_err("utf8 'a' to int");
+        assert!(err.to_string().contains("\"s\""), "{err}");
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the Databricks client: one test binary, one module per area.
+
+mod auth;
+mod faults;
+mod replay;
+mod support;
