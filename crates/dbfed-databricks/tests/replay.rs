@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use arrow::array::{
     Array, AsArray, DurationMicrosecondArray, Int32Array, Int64Array, IntervalYearMonthArray,
@@ -680,10 +679,10 @@ fn positional_parameters_and_inline_dml() {
 }
 
 #[test]
-fn multichunk_result_pages_through_the_chunk_endpoint() {
-    // The recording holds chunk 1's file but not chunk 0's (122 880 rows, not included):
-    // the client must fetch chunk 1's link from the chunk endpoint, download it without
-    // credentials, and report the missing chunk 0 as an error instead of a short result.
+fn multichunk_result_with_a_missing_chunk_is_an_error() {
+    // The recording holds chunk 1's file but not chunk 0's (122 880 rows, not included): the
+    // client must read the real multi-chunk manifest, download without credentials, and report
+    // the missing chunk 0 as an error instead of a short result.
     let h = Harness::new("multichunkexecutionintegrationtests/testmultichunkselect");
     let client = support::client_builder(&h.server, WAREHOUSE)
         .download_threads(2)
@@ -708,22 +707,10 @@ fn multichunk_result_pages_through_the_chunk_endpoint() {
     );
     drop(stream);
 
-    // The second worker fetched chunk 1's link (the response only carries chunk 0's).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let got_chunk1 = h.downloads().iter().any(|r| r.path.contains("898cc692"));
-        if got_chunk1 || std::time::Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Whether the second download thread reached chunk 1 before chunk 0's failure stopped the
+    // download depends on thread timing, so it is not asserted here: fetching links through the
+    // chunk endpoint is covered deterministically by faults.rs and the emulator end-to-end tests.
     let received = h.received();
-    assert!(
-        received.iter().any(|r| r.path
-            == "/api/2.0/sql/statements/01ef9de2-db21-16af-b4cb-9ccf302d746b/result/chunks/1"),
-        "{received:?}"
-    );
-    assert!(h.downloads().iter().any(|r| r.path.contains("898cc692")));
     let body: Value = serde_json::from_str(
         &received
             .iter()
