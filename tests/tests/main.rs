@@ -1,1 +1,4 @@
-//! End-to-end tests across dbfed crates.
+//! End-to-end tests across dbfed's crates: one test binary, one module per area.
+
+mod client_emulator;
+mod support;
