@@ -1,0 +1,208 @@
+//! `dbfed demo`, `dbfed emulator` and `dbfed query` as processes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// The `dbfed` binary with an environment free of the developer's Databricks settings.
+fn dbfed(home: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dbfed"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DATABRICKS_") || key.starts_with("ARM_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("HOME", home).env("RUST_LOG", "warn");
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("dbfed runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A running `dbfed emulator`, killed on drop.
+struct EmulatorProcess {
+    child: Child,
+    url: String,
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_emulator(home: &std::path::Path, extra: &[&str]) -> EmulatorProcess {
+    let mut child = dbfed(home)
+        .args([
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "dapi-cli-test",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("dbfed emulator starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("the first line arrives");
+    let url = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line is `listening on URL`, got {first:?}"))
+        .to_owned();
+    EmulatorProcess { child, url }
+}
+
+#[test]
+fn demo_once_runs_the_showcase_and_exits() {
+    let home = tempfile::tempdir().expect("temp home");
+    let output = run(dbfed(home.path()).args(["demo", "--once"]));
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("listening on http://127.0.0.1:"),
+        "{first}"
+    );
+    for nation in ["VIETNAM", "INDONESIA", "CHINA", "JAPAN", "INDIA"] {
+        assert!(out.contains(nation), "the showcase lists {nation}:\n{out}");
+    }
+    assert!(out.contains("SUCCEEDED"), "{out}");
+    assert!(out.contains("rows in"), "{out}");
+}
+
+#[test]
+fn emulator_serves_the_statement_api_with_its_tokens() {
+    let home = tempfile::tempdir().expect("temp home");
+    let emulator = start_emulator(home.path(), &["--warehouse-id", "cliwh"]);
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client");
+    let ok: serde_json::Value = http
+        .post(format!("{}/api/2.0/sql/statements", emulator.url))
+        .bearer_auth("dapi-cli-test")
+        .json(&serde_json::json!({
+            "statement": "SELECT COUNT(*) AS n FROM samples.tpch.region",
+            "warehouse_id": "cliwh",
+        }))
+        .send()
+        .expect("request")
+        .json()
+        .expect("json");
+    assert_eq!(ok["status"]["state"], "SUCCEEDED", "{ok}");
+    assert_eq!(ok["result"]["data_array"][0][0], "5", "{ok}");
+    let refused = http
+        .post(format!("{}/api/2.0/sql/statements", emulator.url))
+        .bearer_auth("dapi-not-configured")
+        .json(&serde_json::json!({"statement": "SELECT 1", "warehouse_id": "cliwh"}))
+        .send()
+        .expect("request");
+    assert!(matches!(refused.status().as_u16(), 401 | 403));
+}
+
+#[test]
+fn query_against_a_workspace_from_the_environment_in_every_format() {
+    let home = tempfile::tempdir().expect("temp home");
+    let emulator = start_emulator(home.path(), &[]);
+    let query = |args: &[&str]| {
+        run(dbfed(home.path())
+            .env("DATABRICKS_HOST", &emulator.url)
+            .env("DATABRICKS_TOKEN", "dapi-cli-test")
+            .env("DATABRICKS_HTTP_PATH", "/sql/1.0/warehouses/abc123")
+            .arg("query")
+            .args(args))
+    };
+    let sql =
+        "SELECT r_regionkey, r_name FROM samples.tpch.region WHERE r_regionkey < :n ORDER BY 1";
+
+    let table = query(&[sql, "--param", "n:INT=2"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let out = stdout(&table);
+    assert!(
+        out.contains("| AFRICA") && out.contains("| AMERICA"),
+        "{out}"
+    );
+    assert!(!out.contains("ASIA"), "the parameter filtered: {out}");
+
+    let csv = query(&[sql, "--param", "n:INT=2", "--format", "csv", "--inline"]);
+    assert!(csv.status.success(), "{}", stderr(&csv));
+    assert_eq!(stdout(&csv), "r_regionkey,r_name\n0,AFRICA\n1,AMERICA\n");
+
+    let json = query(&[sql, "--param", "n:INT=1", "--format", "json"]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    assert_eq!(
+        stdout(&json).trim(),
+        r#"{"r_regionkey":0,"r_name":"AFRICA"}"#
+    );
+
+    let file = home.path().join("regions.arrow");
+    let arrow_out = query(&[
+        "SELECT * FROM samples.tpch.region",
+        "--format",
+        "arrow",
+        "--output",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    assert!(arrow_out.status.success(), "{}", stderr(&arrow_out));
+    let reader = arrow::ipc::reader::StreamReader::try_new(
+        std::fs::File::open(&file).expect("written"),
+        None,
+    )
+    .expect("an Arrow IPC stream");
+    let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
+    assert_eq!(rows, 5);
+}
+
+#[test]
+fn query_errors_are_clear() {
+    let home = tempfile::tempdir().expect("temp home");
+
+    let unconfigured = run(dbfed(home.path()).args(["query", "SELECT 1"]));
+    assert!(!unconfigured.status.success());
+    let err = stderr(&unconfigured);
+    assert!(
+        err.contains("DATABRICKS_HOST"),
+        "names the missing setting: {err}"
+    );
+
+    let bad_param =
+        run(dbfed(home.path()).args(["query", "--emulator", "SELECT 1", "--param", "oops"]));
+    assert!(!bad_param.status.success());
+    assert!(
+        stderr(&bad_param).contains("oops"),
+        "{}",
+        stderr(&bad_param)
+    );
+
+    let sql_error = run(dbfed(home.path()).args(["query", "--emulator", "SELEC 1"]));
+    assert!(!sql_error.status.success());
+    let err = stderr(&sql_error);
+    assert!(
+        err.contains("42601") || err.contains("PARSE_SYNTAX_ERROR"),
+        "{err}"
+    );
+
+    let bad_scale = run(dbfed(home.path()).args(["emulator", "--tpch-scale=-1"]));
+    assert!(!bad_scale.status.success());
+    assert!(
+        stderr(&bad_scale).contains("--tpch-scale"),
+        "{}",
+        stderr(&bad_scale)
+    );
+}
