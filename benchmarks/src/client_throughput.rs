@@ -12,7 +12,7 @@ use dbfed_emulator::Emulator;
 use serde_json::json;
 
 use crate::raw::{RawWarehouse, decode_chunk};
-use crate::{emit, mb_per_s};
+use crate::{emit, mb_per_s, run_workers};
 
 const TOKEN: &str = "dapi-bench";
 
@@ -97,30 +97,17 @@ pub fn run(args: Args) -> Result<()> {
     // 3. Ceiling: read the same files from local disk and decode them with `threads` threads.
     let next = AtomicUsize::new(0);
     let started = Instant::now();
-    let totals = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..args.threads.max(1))
-            .map(|_| {
-                scope.spawn(|| -> Result<(usize, u64)> {
-                    let (mut rows, mut bytes) = (0, 0);
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = files.get(i) else {
-                            return Ok((rows, bytes));
-                        };
-                        let (r, b) = decode_chunk(&std::fs::read(path)?, true)?;
-                        rows += r;
-                        bytes += b;
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("ceiling thread panicked"))?
-            })
-            .collect::<Result<Vec<_>>>()
+    let totals = run_workers(args.threads, || -> Result<(usize, u64)> {
+        let (mut rows, mut bytes) = (0, 0);
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(path) = files.get(i) else {
+                return Ok((rows, bytes));
+            };
+            let (r, b) = decode_chunk(&std::fs::read(path)?, true)?;
+            rows += r;
+            bytes += b;
+        }
     })?;
     let ceiling_secs = started.elapsed().as_secs_f64();
     let (rows, ipc_bytes) = totals

@@ -9,7 +9,7 @@ use dbfed_emulator::Emulator;
 use serde_json::json;
 
 use crate::raw::RawWarehouse;
-use crate::{emit, mb_per_s};
+use crate::{emit, mb_per_s, run_workers};
 
 const TOKEN: &str = "dapi-bench";
 
@@ -41,22 +41,10 @@ pub fn run(args: Args) -> Result<()> {
     // Tiny statements, INLINE JSON, answered within wait_timeout.
     let next = AtomicUsize::new(0);
     let started = Instant::now();
-    std::thread::scope(|scope| -> Result<()> {
-        let workers: Vec<_> = (0..args.concurrency.max(1))
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    let raw = RawWarehouse::new(emulator.url(), TOKEN)?;
-                    while next.fetch_add(1, Ordering::Relaxed) < args.statements {
-                        raw.execute("SELECT 1", "INLINE", "JSON_ARRAY", false)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for worker in workers {
-            worker
-                .join()
-                .map_err(|_| anyhow::anyhow!("worker panicked"))??;
+    run_workers(args.concurrency, || -> Result<()> {
+        let raw = RawWarehouse::new(emulator.url(), TOKEN)?;
+        while next.fetch_add(1, Ordering::Relaxed) < args.statements {
+            raw.execute("SELECT 1", "INLINE", "JSON_ARRAY", false)?;
         }
         Ok(())
     })?;
@@ -79,28 +67,16 @@ pub fn run(args: Args) -> Result<()> {
     let next = AtomicUsize::new(0);
     let served = std::sync::atomic::AtomicU64::new(0);
     let started = Instant::now();
-    std::thread::scope(|scope| -> Result<()> {
-        let workers: Vec<_> = (0..args.download_threads.max(1))
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    let raw = RawWarehouse::new(emulator.url(), TOKEN)?;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= chunks {
-                            return Ok(());
-                        }
-                        let bytes = raw.download(&raw.chunk_link(id, i as u64)?)?;
-                        served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            worker
-                .join()
-                .map_err(|_| anyhow::anyhow!("worker panicked"))??;
+    run_workers(args.download_threads, || -> Result<()> {
+        let raw = RawWarehouse::new(emulator.url(), TOKEN)?;
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= chunks {
+                return Ok(());
+            }
+            let bytes = raw.download(&raw.chunk_link(id, i as u64)?)?;
+            served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
-        Ok(())
     })?;
     let download_secs = started.elapsed().as_secs_f64();
     let served = served.into_inner();

@@ -46,3 +46,18 @@ pub fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
     }
     bytes as f64 / 1e6 / seconds
 }
+
+/// Runs `work` on `threads` scoped threads and returns each thread's result; the first error (or
+/// panic) wins.
+pub fn run_workers<T: Send>(threads: usize, work: impl Fn() -> Result<T> + Sync) -> Result<Vec<T>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.max(1)).map(|_| scope.spawn(&work)).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))?
+            })
+            .collect()
+    })
+}

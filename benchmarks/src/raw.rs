@@ -1,7 +1,6 @@
 //! Plain-HTTP access to a warehouse's chunk files, independent of the client under test: used to
 //! fetch the files whose local read is the ceiling, and to measure what the emulator serves.
 
-use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -89,13 +88,11 @@ impl RawWarehouse {
     }
 }
 
-/// Decodes one chunk file (LZ4 frames when `lz4`, then an Arrow IPC stream); returns
-/// (rows, uncompressed IPC bytes).
+/// Decodes one chunk file (LZ4 frames when `lz4`, then an Arrow IPC stream) with the client's
+/// decoder; returns (rows, uncompressed IPC bytes).
 pub fn decode_chunk(bytes: &[u8], lz4: bool) -> Result<(usize, u64)> {
     let ipc = if lz4 {
-        let mut out = Vec::with_capacity(bytes.len() * 3);
-        lz4_flex::frame::FrameDecoder::new(bytes).read_to_end(&mut out)?;
-        out
+        dbfed_databricks::decode::decompress_lz4_frames(bytes, "chunk file")?
     } else {
         bytes.to_vec()
     };

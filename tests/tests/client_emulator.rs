@@ -8,13 +8,11 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Int64Type};
-use dbfed_databricks::config::{ClientConfig, Credentials};
+use dbfed_databricks::config::Credentials;
 use dbfed_databricks::{Client, Param, ResultFormat, ResultStream, StatementRequest};
 use dbfed_emulator::{Emulator, Endpoint, FaultAction, FaultRule, StatementState};
 
-use crate::support::{
-    self, TOKEN, WAREHOUSE, client, client_builder, record, start, wait_for_record,
-};
+use crate::support::{TOKEN, client, client_builder, client_with, record, start, wait_for_record};
 
 /// Reads every batch, failing the test on any error.
 fn collect(stream: ResultStream) -> Vec<RecordBatch> {
@@ -403,16 +401,7 @@ fn sql_errors_keep_code_message_and_sqlstate() {
 #[test]
 fn bad_tokens_are_auth_errors_without_the_token() {
     let emulator = start(Emulator::builder());
-    let config = ClientConfig::builder()
-        .host(emulator.url())
-        .warehouse_id(WAREHOUSE)
-        .token("dapi-wrong-token-secret")
-        .build()
-        .expect("valid configuration");
-    let client = Client::builder(config)
-        .retry_policy(support::fast_retries())
-        .build()
-        .expect("client builds");
+    let client = client_with(&emulator, Credentials::token("dapi-wrong-token-secret"));
     let error = client.execute("SELECT 1", &[]).expect_err("refused");
     assert!(error.is_auth(), "{error}");
     assert!(matches!(error.http_status(), Some(401 | 403)), "{error}");
@@ -423,13 +412,10 @@ fn bad_tokens_are_auth_errors_without_the_token() {
 #[test]
 fn oauth_m2m_against_the_emulator() {
     let emulator = start(Emulator::builder().oauth_client("e2e-client", "e2e-secret-value"));
-    let config = ClientConfig::builder()
-        .host(emulator.url())
-        .warehouse_id(WAREHOUSE)
-        .credentials(Credentials::oauth_m2m("e2e-client", "e2e-secret-value"))
-        .build()
-        .expect("valid configuration");
-    let client = Client::builder(config).build().expect("client builds");
+    let client = client_with(
+        &emulator,
+        Credentials::oauth_m2m("e2e-client", "e2e-secret-value"),
+    );
     for _ in 0..3 {
         collect(client.execute("SELECT 1", &[]).expect("statement runs"));
     }
@@ -505,40 +491,22 @@ fn azure_service_principal_against_the_emulator() {
             .azure_tenant("e2e-tenant")
             .oauth_client("e2e-sp", "e2e-sp-secret"),
     );
-    let config = ClientConfig::builder()
-        .host(emulator.url())
-        .warehouse_id(WAREHOUSE)
-        .credentials(Credentials::azure_service_principal(
-            "e2e-tenant",
-            "e2e-sp",
-            "e2e-sp-secret",
-        ))
-        .azure_login_url(emulator.url())
-        .build()
-        .expect("valid configuration");
-    let client = Client::builder(config).build().expect("client builds");
+    let client = client_with(
+        &emulator,
+        Credentials::azure_service_principal("e2e-tenant", "e2e-sp", "e2e-sp-secret"),
+    );
     collect(client.execute("SELECT 1", &[]).expect("statement runs"));
     let statements = emulator.statements();
     assert_eq!(statements.len(), 1);
     assert_eq!(statements[0].identity, "azure:e2e-sp");
 
     // A wrong secret is an auth error that does not show the secret.
-    let config = ClientConfig::builder()
-        .host(emulator.url())
-        .warehouse_id(WAREHOUSE)
-        .credentials(Credentials::azure_service_principal(
-            "e2e-tenant",
-            "e2e-sp",
-            "wrong-sp-secret",
-        ))
-        .azure_login_url(emulator.url())
-        .build()
-        .expect("valid configuration");
-    let error = Client::builder(config)
-        .build()
-        .expect("client builds")
-        .execute("SELECT 1", &[])
-        .expect_err("refused");
+    let error = client_with(
+        &emulator,
+        Credentials::azure_service_principal("e2e-tenant", "e2e-sp", "wrong-sp-secret"),
+    )
+    .execute("SELECT 1", &[])
+    .expect_err("refused");
     assert!(error.is_auth(), "{error}");
     assert!(!format!("{error} {error:?}").contains("wrong-sp-secret"));
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use dbfed_databricks::config::ClientConfig;
+use dbfed_databricks::config::{ClientConfig, Credentials};
 use dbfed_databricks::{Client, ClientBuilder, RetryPolicy};
 use dbfed_emulator::{BackgroundEmulator, EmulatorBuilder, StatementRecord};
 
@@ -28,6 +28,21 @@ pub fn client_builder(emulator: &BackgroundEmulator) -> ClientBuilder {
         .build()
         .expect("valid configuration");
     Client::builder(config).retry_policy(fast_retries())
+}
+
+/// A client for `emulator` signing in with `credentials` (token endpoints on the emulator too).
+pub fn client_with(emulator: &BackgroundEmulator, credentials: Credentials) -> Client {
+    let config = ClientConfig::builder()
+        .host(emulator.url())
+        .warehouse_id(WAREHOUSE)
+        .credentials(credentials)
+        .azure_login_url(emulator.url())
+        .build()
+        .expect("valid configuration");
+    Client::builder(config)
+        .retry_policy(fast_retries())
+        .build()
+        .expect("client builds")
 }
 
 /// A client for `emulator` with the default options but fast retries.
