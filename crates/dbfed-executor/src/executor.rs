@@ -1,0 +1,1057 @@
+//! The executor: admission queue, worker threads, housekeeping thread, async bridge.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use dbfed_databricks::Param;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::driver::{CancelToken, Driver, Execution, PendingStatement, Submitted};
+use crate::error::{ConfigError, DriverError, ExecutorError, Result};
+use crate::metrics::{Counters, MetricsSnapshot};
+use crate::pool::{Pool, PoolConfig, Pooled};
+use crate::queue::{AdmissionQueue, Queued};
+use crate::stream::{QueryGuard, QueryStream};
+
+/// What a worker sends to a query's stream, in order; the outcome follows on a oneshot
+/// channel, so a worker never waits for a consumer to read the end.
+pub(crate) enum Msg {
+    Start {
+        schema: SchemaRef,
+        statement_id: Option<String>,
+    },
+    Batch(RecordBatch),
+}
+
+/// How a query ended: sent before the batch channel closes.
+pub(crate) type End = std::result::Result<(), ExecutorError>;
+
+/// How queries use the worker threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ExecutionMode {
+    /// A worker runs the whole query: submit, wait, read the result (the classic model). At
+    /// most `threads` statements run at once.
+    #[default]
+    ThreadPerQuery,
+    /// A worker submits the statement (`wait_timeout = 0s`) and returns; one poller thread
+    /// tracks every running statement; a worker is taken again only to read the result. Up to
+    /// `queue_depth` statements may run on the warehouse with a handful of threads. Drivers
+    /// without [`Connection::submit`](crate::Connection::submit) support fall back to waiting.
+    SubmitAndPoll,
+}
+
+enum Work {
+    /// Run the statement.
+    Run { sql: String, params: Vec<Param> },
+    /// Read the result of a statement the poller saw finish.
+    Fetch(Box<dyn PendingStatement>),
+}
+
+struct Job {
+    id: u64,
+    work: Work,
+    enqueued: Instant,
+    token: CancelToken,
+    tx: mpsc::Sender<Msg>,
+    end: oneshot::Sender<End>,
+    span: tracing::Span,
+}
+
+impl Queued for Job {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn enqueued(&self) -> Instant {
+        self.enqueued
+    }
+}
+
+/// A statement the poller tracks.
+struct Polled {
+    job: Job,
+    pending: Box<dyn PendingStatement>,
+    due: Instant,
+    interval: Duration,
+}
+
+struct State {
+    queue: AdmissionQueue<Job>,
+    /// Finished statements waiting for a worker to read them (served before `queue`).
+    fetch: VecDeque<Job>,
+    /// Statements handed to the poller, not yet picked up by it.
+    to_poll: Vec<Polled>,
+    /// Statements the poller tracks (in `to_poll` or in its own list).
+    polling: usize,
+    /// Tokens of queries being run, by query id (canceled at shutdown).
+    running: HashMap<u64, CancelToken>,
+    /// Tokens to cancel on the housekeeping thread (their callbacks may block).
+    cancels: Vec<CancelToken>,
+    shutdown: bool,
+    next_id: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    threads: usize,
+    queue_depth: usize,
+    queue_depth_per_identity: usize,
+    queue_timeout: Duration,
+    stream_buffer: usize,
+    starvation_threshold: Duration,
+    mode: ExecutionMode,
+    poll_interval: (Duration, Duration),
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    work: Condvar,
+    housekeeping: Condvar,
+    poller: Condvar,
+    pool: Pool,
+    pub(crate) counters: Arc<Counters>,
+    config: Config,
+}
+
+impl Shared {
+    /// Called when a query's future or stream is dropped before its end: a queued job leaves
+    /// the queue; a running one is canceled on the housekeeping thread.
+    pub(crate) fn abandon(&self, id: u64, token: &CancelToken) {
+        Counters::add(&self.counters.cancellations, 1);
+        let mut state = self.state.lock();
+        if let Some(job) = state.queue.remove(id) {
+            drop(state);
+            tracing::debug!(
+                query_id = id,
+                "query dropped while queued: removed from the queue"
+            );
+            drop(job);
+            return;
+        }
+        state.cancels.push(token.clone());
+        self.housekeeping.notify_one();
+        self.poller.notify_one();
+    }
+}
+
+/// Builds an [`Executor`]. Every setting has a documented default; invalid combinations are
+/// rejected by [`ExecutorBuilder::build`].
+#[must_use]
+pub struct ExecutorBuilder {
+    driver: Arc<dyn Driver>,
+    threads: Option<usize>,
+    queue_depth: usize,
+    queue_depth_per_identity: Option<usize>,
+    queue_timeout: Duration,
+    pool_size: Option<usize>,
+    max_overflow: usize,
+    pool_timeout: Duration,
+    pool_recycle: Option<Duration>,
+    pre_ping: bool,
+    stream_buffer: usize,
+    starvation_threshold: Duration,
+    mode: ExecutionMode,
+    poll_interval: (Duration, Duration),
+}
+
+impl fmt::Debug for ExecutorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecutorBuilder")
+            .field("threads", &self.threads)
+            .field("queue_depth", &self.queue_depth)
+            .field("queue_depth_per_identity", &self.queue_depth_per_identity)
+            .field("queue_timeout", &self.queue_timeout)
+            .field("pool_size", &self.pool_size)
+            .field("max_overflow", &self.max_overflow)
+            .field("pool_timeout", &self.pool_timeout)
+            .field("pool_recycle", &self.pool_recycle)
+            .field("pre_ping", &self.pre_ping)
+            .field("stream_buffer", &self.stream_buffer)
+            .field("starvation_threshold", &self.starvation_threshold)
+            .field("mode", &self.mode)
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most worker threads an executor may have.
+const MAX_THREADS: usize = 4096;
+
+impl ExecutorBuilder {
+    /// Worker threads (`dbfed-worker-N`). Default: `pool_size + max_overflow` when `pool_size`
+    /// is set, else 8. Each running query holds one worker.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Queries that may wait for a worker (in submit-and-poll mode: plus statements running
+    /// on the warehouse); one more fails at once with [`ExecutorError::Overloaded`].
+    /// Default 1024.
+    pub fn queue_depth(mut self, depth: usize) -> Self {
+        self.queue_depth = depth;
+        self
+    }
+
+    /// Queries one identity (see [`Executor::query_as`]) may have waiting; one more fails
+    /// with [`ExecutorError::Overloaded`]. Default: `queue_depth`.
+    pub fn queue_depth_per_identity(mut self, depth: usize) -> Self {
+        self.queue_depth_per_identity = Some(depth);
+        self
+    }
+
+    /// Longest wait for a worker before [`ExecutorError::QueueTimeout`]. Default 60 s.
+    pub fn queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = timeout;
+        self
+    }
+
+    /// Sessions kept open in the pool. Default: `threads - max_overflow` (all threads when
+    /// neither is set: 8).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = Some(size);
+        self
+    }
+
+    /// Extra sessions opened beyond `pool_size` under load and closed when returned.
+    /// Default 0.
+    pub fn max_overflow(mut self, overflow: usize) -> Self {
+        self.max_overflow = overflow;
+        self
+    }
+
+    /// Longest wait of a worker for a session before [`ExecutorError::PoolTimeout`].
+    /// Default 30 s.
+    pub fn pool_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_timeout = timeout;
+        self
+    }
+
+    /// Sessions older than this are closed and replaced at checkout. Default: never.
+    pub fn pool_recycle(mut self, max_age: Option<Duration>) -> Self {
+        self.pool_recycle = max_age;
+        self
+    }
+
+    /// Ping an idle session before handing it out and discard it if the ping fails.
+    /// Default `false`.
+    pub fn pre_ping(mut self, pre_ping: bool) -> Self {
+        self.pre_ping = pre_ping;
+        self
+    }
+
+    /// Batches buffered between a worker and its stream; a full buffer blocks the worker
+    /// (backpressure). Default 2.
+    pub fn stream_buffer(mut self, batches: usize) -> Self {
+        self.stream_buffer = batches;
+        self
+    }
+
+    /// Queue wait beyond which a query counts as starved in the metrics (and is logged).
+    /// Default 10 s.
+    pub fn starvation_threshold(mut self, threshold: Duration) -> Self {
+        self.starvation_threshold = threshold;
+        self
+    }
+
+    /// How queries use the workers. Default [`ExecutionMode::ThreadPerQuery`].
+    pub fn mode(mut self, mode: ExecutionMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Submit-and-poll mode: a statement is first polled after `min`, then at intervals growing
+    /// by half up to `max`. Default 10 ms to 250 ms.
+    pub fn poll_interval(mut self, min: Duration, max: Duration) -> Self {
+        self.poll_interval = (min, max);
+        self
+    }
+
+    /// Validates the settings, starts the worker and housekeeping threads.
+    pub fn build(self) -> Result<Executor, ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        let threads = self
+            .threads
+            .or(self.pool_size.map(|p| p + self.max_overflow))
+            .unwrap_or(8);
+        if threads == 0 {
+            return err("threads must be at least 1".into());
+        }
+        if threads > MAX_THREADS {
+            return err(format!(
+                "threads must be at most {MAX_THREADS}, not {threads}"
+            ));
+        }
+        let pool_size = match self.pool_size {
+            Some(p) => p,
+            None => threads.saturating_sub(self.max_overflow).max(1),
+        };
+        if pool_size == 0 {
+            return err("pool_size must be at least 1".into());
+        }
+        let capacity = pool_size + self.max_overflow;
+        if capacity > threads {
+            return err(format!(
+                "pool_size + max_overflow ({capacity}) exceeds threads ({threads}): \
+                 each worker uses one session at a time, so sessions beyond threads are never used"
+            ));
+        }
+        if threads > 2 * capacity {
+            return err(format!(
+                "threads ({threads}) exceed twice pool_size + max_overflow ({capacity}): \
+                 the extra workers would only wait for sessions"
+            ));
+        }
+        if self.queue_depth == 0 {
+            return err("queue_depth must be at least 1".into());
+        }
+        let queue_depth_per_identity = self.queue_depth_per_identity.unwrap_or(self.queue_depth);
+        if queue_depth_per_identity == 0 || queue_depth_per_identity > self.queue_depth {
+            return err(format!(
+                "queue_depth_per_identity ({queue_depth_per_identity}) must be between 1 and \
+                 queue_depth ({})",
+                self.queue_depth
+            ));
+        }
+        if self.stream_buffer == 0 {
+            return err("stream_buffer must be at least 1".into());
+        }
+        if self.queue_timeout.is_zero() || self.pool_timeout.is_zero() {
+            return err("queue_timeout and pool_timeout must be positive".into());
+        }
+        if self.poll_interval.0.is_zero() || self.poll_interval.1 < self.poll_interval.0 {
+            return err("poll_interval needs 0 < min <= max".into());
+        }
+        if self.pool_recycle.is_some_and(|r| r.is_zero()) {
+            return err("pool_recycle must be positive (or None)".into());
+        }
+        let counters = Arc::new(Counters::default());
+        let pool = Pool::new(
+            self.driver,
+            PoolConfig {
+                size: pool_size,
+                max_overflow: self.max_overflow,
+                timeout: self.pool_timeout,
+                recycle: self.pool_recycle,
+                pre_ping: self.pre_ping,
+            },
+            counters.clone(),
+        );
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: AdmissionQueue::new(),
+                fetch: VecDeque::new(),
+                to_poll: Vec::new(),
+                polling: 0,
+                running: HashMap::new(),
+                cancels: Vec::new(),
+                shutdown: false,
+                next_id: 0,
+            }),
+            work: Condvar::new(),
+            housekeeping: Condvar::new(),
+            poller: Condvar::new(),
+            pool,
+            counters,
+            config: Config {
+                threads,
+                queue_depth: self.queue_depth,
+                queue_depth_per_identity,
+                queue_timeout: self.queue_timeout,
+                stream_buffer: self.stream_buffer,
+                starvation_threshold: self.starvation_threshold,
+                mode: self.mode,
+                poll_interval: self.poll_interval,
+            },
+        });
+        let mut handles = Vec::with_capacity(threads + 1);
+        let spawned = (|| -> std::io::Result<()> {
+            for n in 0..threads {
+                let s = shared.clone();
+                handles.push(
+                    std::thread::Builder::new()
+                        .name(format!("dbfed-worker-{n}"))
+                        .spawn(move || worker(&s))?,
+                );
+            }
+            let s = shared.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name("dbfed-housekeeper".into())
+                    .spawn(move || housekeeper(&s))?,
+            );
+            if self.mode == ExecutionMode::SubmitAndPoll {
+                let s = shared.clone();
+                handles.push(
+                    std::thread::Builder::new()
+                        .name("dbfed-poller".into())
+                        .spawn(move || poller(&s))?,
+                );
+            }
+            Ok(())
+        })();
+        let handle = Handle {
+            shared,
+            threads: Mutex::new(handles),
+        };
+        if let Err(e) = spawned {
+            handle.shutdown();
+            return err(format!("cannot start the worker threads: {e}"));
+        }
+        tracing::debug!(
+            threads,
+            pool_size,
+            max_overflow = self.max_overflow,
+            "executor started"
+        );
+        Ok(Executor {
+            handle: Arc::new(handle),
+        })
+    }
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Handle {
+    /// Runs the teardown on a scoped thread: it joins threads and closes sessions over HTTP,
+    /// which must not happen on an async runtime's thread.
+    fn shutdown(&self) {
+        std::thread::scope(|scope| {
+            let teardown = std::thread::Builder::new()
+                .name("dbfed-shutdown".into())
+                .spawn_scoped(scope, || self.teardown());
+            match teardown {
+                Ok(thread) => {
+                    if thread.join().is_err() {
+                        tracing::error!("the executor's teardown panicked");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a teardown thread: tearing down here");
+                    self.teardown();
+                }
+            }
+        });
+    }
+
+    fn teardown(&self) {
+        let queued = {
+            let mut state = self.shared.state.lock();
+            state.shutdown = true;
+            let running: Vec<CancelToken> = state.running.values().cloned().collect();
+            state.cancels.extend(running);
+            self.shared.work.notify_all();
+            self.shared.housekeeping.notify_all();
+            self.shared.poller.notify_all();
+            let mut queued = state.queue.drain();
+            queued.extend(std::mem::take(&mut state.fetch));
+            queued
+        };
+        for job in queued {
+            let _ = job.end.send(Err(ExecutorError::Shutdown));
+        }
+        self.shared.pool.close_all();
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!("an executor thread panicked");
+            }
+        }
+        // Sessions returned by the workers after the first `close_all` were closed on return.
+        self.shared.pool.close_all();
+        drop(self.shared.pool.take_driver());
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Runs blocking [`Driver`] queries on a fixed set of dedicated threads and streams their
+/// results to async code.
+///
+/// Cheap to clone; the last clone dropped shuts the executor down (see
+/// [`Executor::shutdown`]).
+#[derive(Clone)]
+pub struct Executor {
+    handle: Arc<Handle>,
+}
+
+impl fmt::Debug for Executor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Executor")
+            .field("config", &self.handle.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// A builder running queries through `driver`.
+    pub fn builder(driver: impl Driver) -> ExecutorBuilder {
+        ExecutorBuilder {
+            driver: Arc::new(driver),
+            threads: None,
+            queue_depth: 1024,
+            queue_depth_per_identity: None,
+            queue_timeout: Duration::from_secs(60),
+            pool_size: None,
+            max_overflow: 0,
+            pool_timeout: Duration::from_secs(30),
+            pool_recycle: None,
+            pre_ping: false,
+            stream_buffer: 2,
+            starvation_threshold: Duration::from_secs(10),
+            mode: ExecutionMode::default(),
+            poll_interval: (Duration::from_millis(10), Duration::from_millis(250)),
+        }
+    }
+
+    /// Runs `sql` with `params` on a worker thread. Resolves once the statement has a result
+    /// (or failed); the stream then yields its batches as they arrive.
+    ///
+    /// Fails at once with [`ExecutorError::Overloaded`] when the queue is full; with
+    /// [`ExecutorError::QueueTimeout`] / [`ExecutorError::PoolTimeout`] when no worker /
+    /// session frees up in time. Dropping the future or the stream cancels the query.
+    pub async fn query(&self, sql: &str, params: &[Param]) -> Result<QueryStream> {
+        self.query_as("", sql, params).await
+    }
+
+    /// [`Executor::query`] on behalf of `identity` (a user, a tenant): queries of different
+    /// identities take turns in the admission queue, and one identity may queue at most
+    /// `queue_depth_per_identity` queries, so it cannot starve the others.
+    pub async fn query_as(
+        &self,
+        identity: &str,
+        sql: &str,
+        params: &[Param],
+    ) -> Result<QueryStream> {
+        let shared = &self.handle.shared;
+        let (tx, mut rx) = mpsc::channel(shared.config.stream_buffer);
+        let (end, mut end_rx) = oneshot::channel();
+        let token = CancelToken::new();
+        let id = {
+            let mut state = shared.state.lock();
+            if state.shutdown {
+                return Err(ExecutorError::Shutdown);
+            }
+            if state.queue.len() + state.polling >= shared.config.queue_depth
+                || state.queue.len_of(identity) >= shared.config.queue_depth_per_identity
+            {
+                Counters::add(&shared.counters.overloaded, 1);
+                return Err(ExecutorError::Overloaded {
+                    queue_depth: shared.config.queue_depth,
+                });
+            }
+            let id = state.next_id;
+            state.next_id += 1;
+            let span = tracing::info_span!(
+                "dbfed_query",
+                query_id = id,
+                statement_id = tracing::field::Empty
+            );
+            state.queue.push(
+                identity,
+                Job {
+                    id,
+                    work: Work::Run {
+                        sql: sql.to_owned(),
+                        params: params.to_vec(),
+                    },
+                    enqueued: Instant::now(),
+                    token: token.clone(),
+                    tx,
+                    end,
+                    span,
+                },
+            );
+            if state.queue.len() == 1 {
+                shared.housekeeping.notify_one();
+            }
+            shared.work.notify_one();
+            id
+        };
+        Counters::add(&shared.counters.submitted, 1);
+        let mut guard = QueryGuard::new(shared.clone(), id, token);
+        match rx.recv().await {
+            Some(Msg::Start {
+                schema,
+                statement_id,
+            }) => Ok(QueryStream::new(schema, statement_id, rx, end_rx, guard)),
+            Some(Msg::Batch(_)) => {
+                guard.finish();
+                Err(ExecutorError::Incomplete)
+            }
+            None => {
+                guard.finish();
+                match end_rx.try_recv() {
+                    Ok(Err(e)) => Err(e),
+                    Ok(Ok(())) | Err(_) => Err(ExecutorError::Incomplete),
+                }
+            }
+        }
+    }
+
+    /// A lazy form of [`Executor::query_as`] for synchronous callers such as DataFusion's
+    /// `ExecutionPlan::execute`: nothing is queued until the stream is first polled; errors
+    /// of the query (including `Overloaded`) are its first item.
+    pub fn query_stream(
+        &self,
+        identity: impl Into<String>,
+        sql: impl Into<String>,
+        params: Vec<Param>,
+    ) -> BoxStream<'static, Result<RecordBatch>> {
+        let executor = self.clone();
+        let (identity, sql) = (identity.into(), sql.into());
+        futures::stream::once(async move { executor.query_as(&identity, &sql, &params).await })
+            .try_flatten()
+            .boxed()
+    }
+
+    /// A snapshot of the executor's state and counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let shared = &self.handle.shared;
+        let c = &shared.counters;
+        let (queued, polling) = {
+            let state = shared.state.lock();
+            (state.queue.len(), state.polling)
+        };
+        let (pool_in_use, pool_idle, pool_overflow) = shared.pool.sizes();
+        MetricsSnapshot {
+            threads: shared.config.threads,
+            running: Counters::get(&c.running),
+            peak_running: Counters::get(&c.peak_running),
+            queued,
+            polling,
+            peak_polling: Counters::get(&c.peak_polling),
+            pool_in_use,
+            pool_idle,
+            pool_overflow,
+            submitted: Counters::get(&c.submitted),
+            completed: Counters::get(&c.completed),
+            failed: Counters::get(&c.failed),
+            overloaded: Counters::get(&c.overloaded),
+            queue_timeouts: Counters::get(&c.queue_timeouts),
+            pool_timeouts: Counters::get(&c.pool_timeouts),
+            cancellations: Counters::get(&c.cancellations),
+            panics: Counters::get(&c.panics),
+            rows: Counters::get(&c.rows),
+            bytes: Counters::get(&c.bytes),
+            starved: Counters::get(&c.starved),
+            sessions_opened: Counters::get(&c.sessions_opened),
+            sessions_closed: Counters::get(&c.sessions_closed),
+            sessions_discarded: Counters::get(&c.sessions_discarded),
+            queue_wait: c.queue_wait.snapshot(),
+            checkout_wait: c.checkout_wait.snapshot(),
+        }
+    }
+
+    /// Stops the executor: queued queries fail with [`ExecutorError::Shutdown`], running ones
+    /// are canceled, every thread is joined and the pooled sessions are closed. Blocks until
+    /// done; later queries fail with `Shutdown`. Also runs when the last clone is dropped.
+    pub fn shutdown(&self) {
+        self.handle.shutdown();
+    }
+}
+
+fn worker(shared: &Shared) {
+    loop {
+        let job = {
+            let mut state = shared.state.lock();
+            loop {
+                if state.shutdown {
+                    return;
+                }
+                if let Some(job) = state.fetch.pop_front().or_else(|| state.queue.pop()) {
+                    state.running.insert(job.id, job.token.clone());
+                    break job;
+                }
+                shared.work.wait(&mut state);
+            }
+        };
+        let id = job.id;
+        run(shared, job);
+        shared.state.lock().running.remove(&id);
+    }
+}
+
+fn run(shared: &Shared, mut job: Job) {
+    let counters = &shared.counters;
+    let _enter = job.span.clone().entered();
+    if matches!(job.work, Work::Run { .. }) {
+        let waited = job.enqueued.elapsed();
+        counters.queue_wait.record(waited);
+        if waited > shared.config.starvation_threshold {
+            Counters::add(&counters.starved, 1);
+            tracing::warn!(?waited, "query starved in the admission queue");
+        }
+    }
+    if job.tx.is_closed() || job.token.is_canceled() {
+        return;
+    }
+    counters.start_running();
+    let outcome = catch_unwind(AssertUnwindSafe(|| execute(shared, &mut job)));
+    counters.stop_running();
+    let end = match outcome {
+        Ok(Outcome::Done) => None,
+        Ok(Outcome::Abandoned) => {
+            job.token.clear_callbacks();
+            return;
+        }
+        Ok(Outcome::Failed(e)) => Some(e),
+        Ok(Outcome::Pending(pending)) => {
+            hand_to_poller(shared, job, pending);
+            return;
+        }
+        Err(payload) => {
+            Counters::add(&counters.panics, 1);
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_owned());
+            tracing::error!(%message, "driver panicked");
+            Some(ExecutorError::WorkerPanic { message })
+        }
+    };
+    finish(counters, job, end);
+}
+
+/// Reports how a query ended, then closes its batch channel.
+fn finish(counters: &Counters, job: Job, end: Option<ExecutorError>) {
+    // The result's canceller must not outlive the query (nor be dropped on the async side).
+    job.token.clear_callbacks();
+    let Job {
+        tx, end: end_tx, ..
+    } = job;
+    match end {
+        None => {
+            Counters::add(&counters.completed, 1);
+            let _ = end_tx.send(Ok(()));
+        }
+        Some(e) => {
+            if !matches!(e, ExecutorError::Canceled) {
+                Counters::add(&counters.failed, 1);
+                tracing::debug!(error = %e, "query failed");
+            }
+            let _ = end_tx.send(Err(e));
+        }
+    }
+    // Closing the batch channel after the outcome is set lets the stream read it.
+    drop(tx);
+}
+
+/// Returns a checked-out session to the pool, also when the driver panics (then discarded).
+struct Checkout<'a> {
+    pool: &'a Pool,
+    pooled: Option<Pooled>,
+    broken: bool,
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        if let Some(pooled) = self.pooled.take() {
+            self.pool
+                .checkin(pooled, self.broken || std::thread::panicking());
+        }
+    }
+}
+
+enum Outcome {
+    /// The stream ended.
+    Done,
+    /// Nobody listens any more (the stream was dropped: counted as a cancellation).
+    Abandoned,
+    /// The query failed.
+    Failed(ExecutorError),
+    /// Submit-and-poll: the statement runs; the poller takes it from here.
+    Pending(Box<dyn PendingStatement>),
+}
+
+/// Runs the job's work: a statement on a pooled session, or reading a finished result.
+fn execute(shared: &Shared, job: &mut Job) -> Outcome {
+    let (sql, params) = match std::mem::replace(
+        &mut job.work,
+        Work::Run {
+            sql: String::new(),
+            params: Vec::new(),
+        },
+    ) {
+        Work::Fetch(pending) => {
+            return match pending.open() {
+                Ok(execution) => stream(shared, job, execution),
+                Err(e) => Outcome::Failed(ExecutorError::Driver(e)),
+            };
+        }
+        Work::Run { sql, params } => (sql, params),
+    };
+    let started = Instant::now();
+    let pooled = match shared.pool.checkout(&job.token) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Failed(e),
+    };
+    shared.counters.checkout_wait.record(started.elapsed());
+    let mut checkout = Checkout {
+        pool: &shared.pool,
+        pooled: Some(pooled),
+        broken: false,
+    };
+    let Some(pooled) = checkout.pooled.as_mut() else {
+        return Outcome::Failed(ExecutorError::Incomplete);
+    };
+    let submitted = match shared.config.mode {
+        ExecutionMode::ThreadPerQuery => pooled
+            .conn
+            .execute(&sql, &params, &job.token)
+            .map(Submitted::Ready),
+        ExecutionMode::SubmitAndPoll => pooled.conn.submit(&sql, &params, &job.token),
+    };
+    let execution = match submitted {
+        Ok(Submitted::Ready(execution)) => execution,
+        Ok(Submitted::Pending(pending)) => return Outcome::Pending(pending),
+        Err(e) => {
+            checkout.broken = e.is_connection_broken();
+            if job.token.is_canceled() {
+                return Outcome::Failed(ExecutorError::Canceled);
+            }
+            return Outcome::Failed(ExecutorError::Driver(e));
+        }
+    };
+    if shared.config.mode == ExecutionMode::SubmitAndPoll {
+        // Reading a result needs no session.
+        drop(checkout);
+    }
+    stream(shared, job, execution)
+}
+
+/// Feeds the result to the job's stream.
+fn stream(shared: &Shared, job: &Job, execution: Execution) -> Outcome {
+    let (mut reader, canceller, statement_id) = execution.into_parts();
+    if let Some(id) = &statement_id {
+        job.span.record("statement_id", id.as_str());
+    }
+    if let Some(canceller) = canceller {
+        job.token.on_cancel(canceller);
+    }
+    let start = Msg::Start {
+        schema: reader.schema(),
+        statement_id,
+    };
+    if job.tx.blocking_send(start).is_err() {
+        return Outcome::Abandoned;
+    }
+    let mut rows = 0_u64;
+    loop {
+        match reader.next() {
+            None => {
+                tracing::debug!(rows, "query complete");
+                return Outcome::Done;
+            }
+            Some(Ok(batch)) => {
+                rows += batch.num_rows() as u64;
+                Counters::add(&shared.counters.rows, batch.num_rows() as u64);
+                Counters::add(&shared.counters.bytes, batch.get_array_memory_size() as u64);
+                if job.tx.blocking_send(Msg::Batch(batch)).is_err() {
+                    tracing::debug!("stream dropped: stopping the query");
+                    return Outcome::Abandoned;
+                }
+            }
+            Some(Err(e)) => {
+                if job.token.is_canceled() {
+                    return Outcome::Failed(ExecutorError::Canceled);
+                }
+                return Outcome::Failed(ExecutorError::Driver(arrow_to_driver(e)));
+            }
+        }
+    }
+}
+
+fn hand_to_poller(shared: &Shared, job: Job, pending: Box<dyn PendingStatement>) {
+    if let Some(id) = pending.statement_id() {
+        job.span.record("statement_id", id);
+    }
+    tracing::debug!("statement submitted: polling");
+    let interval = shared.config.poll_interval.0;
+    let mut state = shared.state.lock();
+    if state.shutdown {
+        drop(state);
+        let mut pending = pending;
+        pending.cancel();
+        finish(&shared.counters, job, Some(ExecutorError::Shutdown));
+        return;
+    }
+    state.polling += 1;
+    shared
+        .counters
+        .peak_polling
+        .fetch_max(state.polling as u64, std::sync::atomic::Ordering::Relaxed);
+    state.to_poll.push(Polled {
+        job,
+        pending,
+        due: Instant::now() + interval,
+        interval,
+    });
+    shared.poller.notify_one();
+}
+
+/// The poller thread (submit-and-poll mode): polls every running statement when due, hands
+/// finished ones to the workers, cancels abandoned ones.
+fn poller(shared: &Shared) {
+    let (_, max) = shared.config.poll_interval;
+    let counters = &shared.counters;
+    let mut tracked: Vec<Polled> = Vec::new();
+    loop {
+        {
+            let mut state = shared.state.lock();
+            loop {
+                tracked.append(&mut state.to_poll);
+                if state.shutdown {
+                    break;
+                }
+                let now = Instant::now();
+                let ready = tracked
+                    .iter()
+                    .any(|p| p.due <= now || p.job.token.is_canceled() || p.job.tx.is_closed());
+                if ready {
+                    break;
+                }
+                match tracked.iter().map(|p| p.due).min() {
+                    Some(due) => {
+                        shared.poller.wait_until(&mut state, due);
+                    }
+                    None => shared.poller.wait(&mut state),
+                }
+            }
+            if state.shutdown {
+                drop(state);
+                for mut p in tracked.drain(..) {
+                    p.pending.cancel();
+                    finish(counters, p.job, Some(ExecutorError::Shutdown));
+                }
+                shared.state.lock().polling = 0;
+                return;
+            }
+        }
+        let now = Instant::now();
+        let mut still = Vec::with_capacity(tracked.len());
+        let mut finished = Vec::new();
+        let mut gone = 0;
+        for mut p in tracked.drain(..) {
+            let _enter = p.job.span.clone().entered();
+            if p.job.token.is_canceled() || p.job.tx.is_closed() {
+                tracing::debug!("query abandoned while its statement runs: canceling it");
+                p.pending.cancel();
+                finish(counters, p.job, Some(ExecutorError::Canceled));
+                gone += 1;
+                continue;
+            }
+            if p.due > now {
+                still.push(p);
+                continue;
+            }
+            let polled = catch_unwind(AssertUnwindSafe(|| p.pending.poll()));
+            match polled {
+                Ok(Ok(false)) => {
+                    p.interval = (p.interval + p.interval / 2).min(max);
+                    p.due = Instant::now() + p.interval;
+                    still.push(p);
+                }
+                Ok(Ok(true)) => {
+                    let mut job = p.job;
+                    job.work = Work::Fetch(p.pending);
+                    finished.push(job);
+                    gone += 1;
+                }
+                Ok(Err(e)) => {
+                    finish(counters, p.job, Some(ExecutorError::Driver(e)));
+                    gone += 1;
+                }
+                Err(_) => {
+                    Counters::add(&counters.panics, 1);
+                    finish(
+                        counters,
+                        p.job,
+                        Some(ExecutorError::WorkerPanic {
+                            message: "the driver panicked while polling a statement".into(),
+                        }),
+                    );
+                    gone += 1;
+                }
+            }
+        }
+        tracked = still;
+        let mut state = shared.state.lock();
+        state.polling = state.polling.saturating_sub(gone);
+        for _ in 0..finished.len() {
+            shared.work.notify_one();
+        }
+        state.fetch.extend(finished);
+    }
+}
+
+fn arrow_to_driver(e: ArrowError) -> DriverError {
+    match e {
+        ArrowError::ExternalError(source) => DriverError::new(source),
+        other => DriverError::new(other),
+    }
+}
+
+fn housekeeper(shared: &Shared) {
+    let timeout = shared.config.queue_timeout;
+    let mut state = shared.state.lock();
+    loop {
+        if !state.cancels.is_empty() {
+            let cancels = std::mem::take(&mut state.cancels);
+            drop(state);
+            for token in cancels {
+                token.cancel();
+            }
+            state = shared.state.lock();
+            continue;
+        }
+        if state.shutdown {
+            return;
+        }
+        let now = Instant::now();
+        let expired = state.queue.pop_expired(now, timeout);
+        if !expired.is_empty() {
+            drop(state);
+            for job in expired {
+                let waited = job.enqueued.elapsed();
+                shared.counters.queue_wait.record(waited);
+                Counters::add(&shared.counters.queue_timeouts, 1);
+                let _enter = job.span.enter();
+                tracing::debug!(?waited, "query timed out in the admission queue");
+                let _ = job
+                    .end
+                    .send(Err(ExecutorError::QueueTimeout { waited, timeout }));
+            }
+            state = shared.state.lock();
+            continue;
+        }
+        match state.queue.oldest().map(|enqueued| enqueued + timeout) {
+            Some(deadline) => {
+                shared.housekeeping.wait_until(&mut state, deadline);
+            }
+            None => shared.housekeeping.wait(&mut state),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
