@@ -15,6 +15,8 @@ use crate::wire::ServiceError;
 
 /// How much of a non-JSON error body goes into an error message.
 const MAX_BODY_IN_ERROR: usize = 300;
+/// The shortest timeout a poll gets when the caller's deadline is (nearly) reached.
+pub(crate) const MIN_ATTEMPT_BEFORE_DEADLINE: Duration = Duration::from_millis(250);
 
 /// One API call.
 pub(crate) struct Call<'a> {
@@ -29,6 +31,11 @@ pub(crate) struct Call<'a> {
     pub cancel: Option<&'a AtomicBool>,
     /// Overrides the client's retry policy.
     pub retry: Option<&'a RetryPolicy>,
+    /// Overrides the per-attempt timeout (best-effort calls made from `Drop`).
+    pub timeout: Option<Duration>,
+    /// No retry sleep goes past this instant (a caller's own deadline): when the next retry
+    /// would start after it, the call waits until the deadline and returns its last failure.
+    pub deadline: Option<Instant>,
 }
 
 impl Call<'_> {
@@ -41,6 +48,8 @@ impl Call<'_> {
             extra_timeout: Duration::ZERO,
             cancel: None,
             retry: None,
+            timeout: None,
+            deadline: None,
         }
     }
 }
@@ -55,13 +64,13 @@ pub(crate) struct Api {
     pub request_timeout: Duration,
     /// Whether a 401 is worth one retry with a fresh token (not for static tokens).
     pub reauth_on_401: bool,
+    /// Timeout of the best-effort release calls made when a stream or session is dropped.
+    pub close_timeout: Duration,
 }
 
 impl Api {
     fn url(&self, path: &str) -> Result<url::Url> {
-        self.base
-            .join(path)
-            .map_err(|e| Error::protocol(format!("invalid API path {path:?}: {e}")))
+        join_same_origin(&self.base, path)
     }
 
     /// Performs `call` and parses the JSON answer (an empty body reads as `{}`).
@@ -96,11 +105,14 @@ impl Api {
                 Error::protocol("the auth provider returned a header value with invalid characters")
             })?;
             header.set_sensitive(true);
+            let timeout = call
+                .timeout
+                .unwrap_or(self.request_timeout + call.extra_timeout);
             let mut builder = self
                 .http
                 .request(call.method.clone(), url.clone())
                 .header(AUTHORIZATION, header)
-                .timeout(self.request_timeout + call.extra_timeout);
+                .timeout(timeout);
             if let Some(body) = &call.body {
                 builder = builder.json(body);
             }
@@ -125,21 +137,27 @@ impl Api {
                     let has_retry_after = response.headers().contains_key(RETRY_AFTER);
                     let body = response.text().map_err(|e| Error::transport(&request, e));
                     if (200..300).contains(&status) {
-                        return body;
+                        match body {
+                            Ok(text) => return Ok(text),
+                            // The connection broke mid-body: as safe to repeat as the request.
+                            Err(e) if call.idempotent => (None, e),
+                            Err(e) => return Err(e),
+                        }
+                    } else {
+                        let body = body.unwrap_or_default();
+                        let err = http_error(&request, status, &body);
+                        if status == 401 && !reauthenticated && self.reauth_on_401 {
+                            // A token revoked or expired early: fetch a fresh one, retry once.
+                            tracing::debug!(request = %request, "401: refreshing the token once");
+                            self.auth.invalidate();
+                            reauthenticated = true;
+                            continue;
+                        }
+                        if !is_retryable_status(status, call.idempotent, has_retry_after) {
+                            return Err(err);
+                        }
+                        (retry_after, err)
                     }
-                    let body = body.unwrap_or_default();
-                    let err = http_error(&request, status, &body);
-                    if status == 401 && !reauthenticated && self.reauth_on_401 {
-                        // A token revoked or expired early: fetch a fresh one, retry once.
-                        tracing::debug!(request = %request, "401: refreshing the token once");
-                        self.auth.invalidate();
-                        reauthenticated = true;
-                        continue;
-                    }
-                    if !is_retryable_status(status, call.idempotent, has_retry_after) {
-                        return Err(err);
-                    }
-                    (retry_after, err)
                 }
             };
             let delay = policy.delay(attempt, retry_after);
@@ -147,11 +165,54 @@ impl Api {
                 tracing::warn!(request = %request, attempt, "giving up after retries");
                 return Err(failure);
             }
+            if let Some(deadline) = call.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if delay >= left {
+                    // The caller's deadline comes first: wait for it, not for the whole delay,
+                    // and hand the failure back (the caller turns it into its timeout).
+                    tracing::debug!(request = %request, attempt, "deadline reached before the next retry");
+                    sleep_unless(left, call.cancel);
+                    return Err(failure);
+                }
+            }
             tracing::info!(request = %request, attempt, delay_ms = delay.as_millis() as u64, error = %failure, "retrying");
             if !sleep_unless(delay, call.cancel) {
                 return Err(failure);
             }
         }
+    }
+}
+
+/// Resolves an API path against the workspace URL, refusing anything that leaves the
+/// workspace's origin: some paths come from the server (`next_chunk_internal_link`), and a
+/// protocol-relative `//host/...` or absolute URL would carry the workspace token elsewhere.
+pub(crate) fn join_same_origin(base: &url::Url, path: &str) -> Result<url::Url> {
+    let url = base
+        .join(path)
+        .map_err(|e| Error::protocol(format!("invalid API path {:?}: {e}", snippet(path))))?;
+    if url.origin() != base.origin() || !path.starts_with('/') || path.starts_with("//") {
+        return Err(Error::protocol(format!(
+            "API path {:?} does not stay on the workspace host",
+            snippet(path)
+        )));
+    }
+    Ok(url)
+}
+
+/// Runs a best-effort release call (`DELETE` of a statement or session) made from `Drop` or a
+/// cancel: right here on a plain thread, or on a short-lived thread of its own when called
+/// from inside an async runtime, where a blocking HTTP call would stall a worker (and
+/// panics in reqwest's debug builds, turning a drop during unwinding into an abort).
+pub(crate) fn release_off_async(name: &str, release: impl FnOnce() + Send + 'static) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        release();
+        return;
+    }
+    if let Err(e) = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(release)
+    {
+        tracing::warn!(error = %e, "cannot start a thread for a release call: skipped");
     }
 }
 
@@ -197,13 +258,15 @@ fn canonical_reason(status: u16) -> String {
         .to_owned()
 }
 
-/// The start of a body, on one line, for error messages.
+/// The start of a body, on one line, for error messages; URLs lose their query strings.
 pub(crate) fn snippet(body: &str) -> String {
     let one_line: String = body
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(MAX_BODY_IN_ERROR)
         .collect();
+    // Cut first, then redact: linear in the shown part only, whatever the body's size.
+    let one_line = crate::error::redact_urls_in(&one_line);
     let trimmed = one_line.trim();
     if body.chars().count() > MAX_BODY_IN_ERROR {
         format!("{trimmed}...")
@@ -237,6 +300,27 @@ mod tests {
         let long = "x".repeat(10_000);
         let e = http_error("GET /x", 500, &long);
         assert!(e.to_string().len() < 500);
+    }
+
+    #[test]
+    fn api_paths_stay_on_the_workspace_origin() {
+        let base = url::Url::parse("https://adb-1.azuredatabricks.net/").expect("base");
+        let ok = join_same_origin(&base, "/api/2.0/sql/statements/s/result/chunks/1").expect("ok");
+        assert_eq!(
+            ok.as_str(),
+            "https://adb-1.azuredatabricks.net/api/2.0/sql/statements/s/result/chunks/1"
+        );
+        for hostile in [
+            "//evil.example/api/2.0/sql/statements/s/result/chunks/1",
+            "https://evil.example/x",
+            "http://adb-1.azuredatabricks.net/x",
+            "https://adb-1.azuredatabricks.net:8443/x",
+            "api/relative",
+            "/\\evil.example/x",
+        ] {
+            let err = join_same_origin(&base, hostile).expect_err(hostile);
+            assert!(matches!(err, Error::Protocol(_)), "{hostile}: {err:?}");
+        }
     }
 
     #[test]

@@ -480,6 +480,14 @@ impl StatementResponse {
                 .map_err(|_| Error::protocol(format!("negative total_chunk_count {n}")))?,
             None => listed,
         };
+        // Per-chunk bookkeeping is sized by this number from the network: bound it.
+        if total > MAX_CHUNKS {
+            return Err(Error::protocol(format!(
+                "manifest of statement {} announces {total} chunks, more than the {MAX_CHUNKS} \
+                 this client accepts",
+                self.id
+            )));
+        }
         let mut chunks = vec![(None, None); total];
         for (i, c) in manifest.chunks.iter().enumerate() {
             let index = c
@@ -509,6 +517,27 @@ impl StatementResponse {
         })
     }
 }
+
+/// Follows up to 5 redirects that stay on the first URL's scheme, host and port; any other
+/// redirect is not followed (its 3xx answer becomes the download's error).
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if attempt.previous().len() > 5 {
+            attempt.error("too many redirects")
+        } else if same_origin {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// The most chunks a result may announce (100 GiB in 100 KiB chunks; real chunks are MiBs).
+const MAX_CHUNKS: usize = 1 << 20;
 
 /// Ids go into URL paths: accept only what Databricks issues.
 fn validate_id(id: &str, what: &str) -> Result<()> {
@@ -542,31 +571,51 @@ impl Session {
 
     /// Closes the session on the warehouse.
     pub fn close(self) -> Result<()> {
-        self.close_inner(None)
+        self.close_inner(None, None)
     }
 
-    fn close_inner(&self, retry: Option<&RetryPolicy>) -> Result<()> {
+    fn close_inner(&self, retry: Option<&RetryPolicy>, timeout: Option<Duration>) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let mut call = Call::new(
-            Method::DELETE,
-            format!(
-                "/api/2.0/sql/sessions/{}?warehouse_id={}",
-                self.id, self.warehouse_id
-            ),
-        );
-        call.retry = retry;
-        self.api.send(call).map(|_| ())
+        close_session(&self.api, &self.id, &self.warehouse_id, retry, timeout)
     }
 }
 
+/// `DELETE /api/2.0/sql/sessions/{id}?warehouse_id=...`.
+fn close_session(
+    api: &Api,
+    id: &str,
+    warehouse_id: &str,
+    retry: Option<&RetryPolicy>,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    let mut call = Call::new(
+        Method::DELETE,
+        format!("/api/2.0/sql/sessions/{id}?warehouse_id={warehouse_id}"),
+    );
+    call.retry = retry;
+    call.timeout = timeout;
+    api.send(call).map(|_| ())
+}
+
 impl Drop for Session {
+    /// A best-effort close: one attempt bounded by [`ClientBuilder::close_timeout`], on a
+    /// short-lived thread of its own when dropped inside an async runtime.
     fn drop(&mut self) {
-        let once = RetryPolicy::none();
-        if let Err(e) = self.close_inner(Some(&once)) {
-            tracing::warn!(session_id = %self.id, error = %e, "closing the session failed");
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let api = Arc::clone(&self.api);
+        let id = self.id.clone();
+        let warehouse_id = self.warehouse_id.clone();
+        crate::api::release_off_async("dbfed-close-session", move || {
+            let once = RetryPolicy::none();
+            let timeout = Some(api.close_timeout);
+            if let Err(e) = close_session(&api, &id, &warehouse_id, Some(&once), timeout) {
+                tracing::warn!(session_id = %id, error = %e, "closing the session failed");
+            }
+        });
     }
 }
 
@@ -584,6 +633,7 @@ pub struct ClientBuilder {
     request_timeout: Duration,
     connect_timeout: Duration,
     download_timeout: Duration,
+    close_timeout: Duration,
     link_refresh_margin: Duration,
     time_zone: String,
 }
@@ -595,8 +645,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Bytes of result chunks (uncompressed size from the manifest) a stream may hold ahead
-    /// of its consumer (default 256 MiB). One chunk is always allowed, even if larger.
+    /// Bytes of result chunks a stream may hold ahead of its consumer (default 256 MiB). A
+    /// chunk counts its uncompressed size from the manifest while it downloads, then the larger
+    /// of that and its real decoded size. One chunk is always allowed, even if larger.
     pub fn prefetch_bytes(mut self, bytes: u64) -> Self {
         self.prefetch_bytes = bytes.max(1);
         self
@@ -614,9 +665,11 @@ impl ClientBuilder {
         self
     }
 
-    /// Client-side limit on a statement's execution in [`Client::execute`] (default none).
-    /// When it fires the statement is canceled on the warehouse and [`Error::Timeout`] returned.
-    /// It does not limit reading the result.
+    /// Client-side limit on a statement's execution in [`Client::execute`] (default none),
+    /// counted from the submission and including retries of throttled (429/503) submissions
+    /// and polls. When it fires the statement is canceled on the warehouse (that call retried
+    /// within [`ClientBuilder::close_timeout`]) and [`Error::Timeout`] returned. It does not
+    /// limit reading the result.
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
         self
@@ -654,6 +707,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Timeout of the single best-effort release call (`DELETE`) made when a
+    /// [`ResultStream`] is dropped or canceled before its end, or a [`Session`] is dropped
+    /// (default 5 s). It bounds how long such a drop can block.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
     /// A link expiring within this margin is refreshed before use (default 45 s).
     pub fn link_refresh_margin(mut self, margin: Duration) -> Self {
         self.link_refresh_margin = margin;
@@ -677,9 +738,11 @@ impl ClientBuilder {
             .build()
             .map_err(|e| Error::transport("building the HTTP client", e))?;
         // Downloads go to presigned cloud-storage URLs: a separate client without any
-        // workspace credentials, and without following redirects to unexpected places blindly.
+        // workspace credentials. Redirects are followed only within the link's own origin:
+        // a link's `http_headers` (e.g. SSE-C encryption keys) must not travel to another host.
         let download_http = reqwest::blocking::Client::builder()
             .user_agent(user_agent)
+            .redirect(same_origin_redirects())
             .connect_timeout(self.connect_timeout)
             .timeout(self.download_timeout)
             .build()
@@ -693,6 +756,7 @@ impl ClientBuilder {
             retry: self.retry_policy,
             request_timeout: self.request_timeout,
             reauth_on_401,
+            close_timeout: self.close_timeout,
         });
         Ok(Client {
             inner: Arc::new(ClientInner {
@@ -749,6 +813,7 @@ impl Client {
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(30),
             download_timeout: Duration::from_secs(300),
+            close_timeout: Duration::from_secs(5),
             link_refresh_margin: Duration::from_secs(45),
             time_zone: DEFAULT_TIME_ZONE.to_owned(),
         }
@@ -782,7 +847,19 @@ impl Client {
             }
             request.wait_timeout = Some(wait);
         }
-        let submitted = self.submit(&request)?;
+        let submitted = match self.submit_until(&request, deadline) {
+            Ok(s) => s,
+            // Throttled (429/503) until the statement timeout: report the timeout.
+            Err(e) if deadline.is_some_and(|d| Instant::now() >= d) && e.is_retryable() => {
+                tracing::debug!(error = %e, "statement timeout reached while submitting");
+                return Err(Error::Timeout {
+                    operation: "submitting the statement".to_owned(),
+                    elapsed: started.elapsed(),
+                    statement_id: None,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let span = tracing::debug_span!("statement", statement_id = %submitted.id());
         let _enter = span.enter();
         let finished = if submitted.is_terminal() {
@@ -791,8 +868,24 @@ impl Client {
             match self.wait(submitted.id(), deadline) {
                 Err(e @ Error::Timeout { .. }) => {
                     tracing::info!("statement timeout: canceling");
-                    if let Err(c) = self.cancel(submitted.id()) {
+                    // Retried within the close timeout only: the caller is already late.
+                    let until = Instant::now() + self.inner.api.close_timeout;
+                    if let Err(c) = self.cancel_until(submitted.id(), Some(until)) {
                         tracing::warn!(error = %c, "cancel after timeout failed");
+                    }
+                    return Err(e);
+                }
+                // Polling failed (retries exhausted, a rejected request, a malformed answer):
+                // the caller gets no id to cancel with, so do not leave the statement running.
+                Err(e)
+                    if !e.is_canceled()
+                        && !matches!(e, Error::StatementFailed { .. })
+                        && e.http_status() != Some(404) =>
+                {
+                    tracing::info!(error = %e, "waiting failed: canceling the statement");
+                    let until = Instant::now() + self.inner.api.close_timeout;
+                    if let Err(c) = self.cancel_until(submitted.id(), Some(until)) {
+                        tracing::warn!(error = %c, "cancel after a failed wait failed");
                     }
                     return Err(e);
                 }
@@ -800,12 +893,41 @@ impl Client {
             }
         };
         let finished = finished.into_result()?;
-        self.result_stream(finished)
+        let statement_id = finished.id().to_owned();
+        self.result_stream(finished).inspect_err(|e| {
+            // The caller never gets a stream to drop: free the warehouse's result here.
+            tracing::debug!(error = %e, "the result cannot be read: closing the statement");
+            self.release(&statement_id);
+        })
+    }
+
+    /// Best-effort close of a statement: one attempt bounded by the close timeout, errors
+    /// only logged.
+    fn release(&self, statement_id: &str) {
+        let once = RetryPolicy::none();
+        let mut call = Call::new(
+            Method::DELETE,
+            format!("/api/2.0/sql/statements/{statement_id}"),
+        );
+        call.retry = Some(&once);
+        call.timeout = Some(self.inner.api.close_timeout);
+        if let Err(e) = self.inner.api.send(call) {
+            tracing::warn!(statement_id, error = %e, "closing the statement failed");
+        }
     }
 
     /// Submits a statement and returns at once with whatever state it reached within its
     /// `wait_timeout` (set `Duration::ZERO` for pure submit-and-poll).
     pub fn submit(&self, request: &StatementRequest) -> Result<StatementResponse> {
+        self.submit_until(request, None)
+    }
+
+    /// [`Client::submit`] whose retries (429, 503 with `Retry-After`) end at `deadline`.
+    fn submit_until(
+        &self,
+        request: &StatementRequest,
+        deadline: Option<Instant>,
+    ) -> Result<StatementResponse> {
         let config = &self.inner.config;
         let format = request.result_format.unwrap_or(self.inner.result_format);
         let (disposition, wire_format, compression) = format.wire();
@@ -870,6 +992,7 @@ impl Client {
         call.body = Some(body);
         call.idempotent = false;
         call.extra_timeout = Duration::from_secs(wait.as_secs().min(50));
+        call.deadline = deadline;
         let response: wire::StatementResponse = self.inner.api.json(call)?;
         let response = StatementResponse::from_wire(response, "POST /api/2.0/sql/statements")?;
         tracing::debug!(statement_id = %response.id(), state = %response.state(), "statement submitted");
@@ -878,10 +1001,30 @@ impl Client {
 
     /// Fetches the statement's current state (FAILED is a state here, not an error).
     pub fn poll(&self, statement_id: &str) -> Result<StatementResponse> {
+        self.poll_until(statement_id, None)
+    }
+
+    /// [`Client::poll`] whose retries and request timeout end at `deadline`.
+    fn poll_until(
+        &self,
+        statement_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<StatementResponse> {
         validate_id(statement_id, "statement id")?;
         let path = format!("/api/2.0/sql/statements/{statement_id}");
-        let response: wire::StatementResponse =
-            self.inner.api.json(Call::new(Method::GET, path.clone()))?;
+        let mut call = Call::new(Method::GET, path.clone());
+        call.deadline = deadline;
+        if let Some(deadline) = deadline {
+            // A poll is safe to cut short: never block far past the caller's deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            call.timeout = Some(
+                self.inner
+                    .api
+                    .request_timeout
+                    .min(left.max(crate::api::MIN_ATTEMPT_BEFORE_DEADLINE)),
+            );
+        }
+        let response: wire::StatementResponse = self.inner.api.json(call)?;
         let response = StatementResponse::from_wire(response, &format!("GET {path}"))?;
         if response.id() != statement_id {
             return Err(Error::protocol(format!(
@@ -895,26 +1038,39 @@ impl Client {
     /// Polls until the statement reaches a final state, with growing intervals. Returns the
     /// response of a statement with a result; FAILED and CANCELED become errors; past
     /// `deadline`, [`Error::Timeout`] (the statement is left running: cancel it if needed).
+    /// The deadline also bounds the retries of each poll.
+    ///
+    /// With `deadline = None` this returns only when the warehouse reports a final state:
+    /// to stop waiting from another thread, [`Client::cancel`] the statement.
     pub fn wait(&self, statement_id: &str, deadline: Option<Instant>) -> Result<StatementResponse> {
         let started = Instant::now();
         let (min, max) = self.inner.poll_interval;
         let mut interval = min;
         let mut last_state: Option<StatementState> = None;
+        let timeout = |started: Instant| Error::Timeout {
+            operation: format!("waiting for statement {statement_id}"),
+            elapsed: started.elapsed(),
+            statement_id: Some(statement_id.to_owned()),
+        };
         loop {
             if let Some(d) = deadline {
                 let now = Instant::now();
                 if now >= d {
-                    return Err(Error::Timeout {
-                        operation: format!("waiting for statement {statement_id}"),
-                        elapsed: started.elapsed(),
-                        statement_id: Some(statement_id.to_owned()),
-                    });
+                    return Err(timeout(started));
                 }
                 std::thread::sleep(interval.min(d - now));
             } else {
                 std::thread::sleep(interval);
             }
-            let response = self.poll(statement_id)?;
+            let response = match self.poll_until(statement_id, deadline) {
+                Ok(r) => r,
+                // A poll whose retries were cut short by the deadline is the deadline firing.
+                Err(e) if deadline.is_some_and(|d| Instant::now() >= d) && e.is_retryable() => {
+                    tracing::debug!(statement_id, error = %e, "deadline reached while polling");
+                    return Err(timeout(started));
+                }
+                Err(e) => return Err(e),
+            };
             if last_state.as_ref() != Some(response.state()) {
                 tracing::debug!(statement_id, state = %response.state(), "statement state");
                 last_state = Some(response.state().clone());
@@ -930,12 +1086,18 @@ impl Client {
 
     /// Asks the warehouse to cancel the statement (a cancel can race with completion).
     pub fn cancel(&self, statement_id: &str) -> Result<()> {
+        self.cancel_until(statement_id, None)
+    }
+
+    /// [`Client::cancel`] whose retries end at `deadline`.
+    fn cancel_until(&self, statement_id: &str, deadline: Option<Instant>) -> Result<()> {
         validate_id(statement_id, "statement id")?;
         let mut call = Call::new(
             Method::POST,
             format!("/api/2.0/sql/statements/{statement_id}/cancel"),
         );
         call.body = Some(serde_json::json!({}));
+        call.deadline = deadline;
         self.inner.api.send(call).map(|_| ())
     }
 
@@ -1103,6 +1265,28 @@ mod tests {
             let err = StatementResponse::from_wire(wire, "test").expect_err(json);
             assert!(matches!(err, Error::Protocol(_)), "{err:?}");
         }
+    }
+
+    #[test]
+    fn absurd_chunk_counts_are_protocol_errors_not_allocations() {
+        // Per-chunk bookkeeping is sized by total_chunk_count: a hostile or corrupt value must
+        // be refused, not allocated (i64::MAX chunks overflowed the allocation: a panic).
+        for count in ["9223372036854775807", "1048577"] {
+            let r = response(&format!(
+                r#"{{"statement_id":"s","status":{{"state":"SUCCEEDED"}},"manifest":{{"format":"ARROW_STREAM",
+                    "schema":{{"column_count":1,"columns":[{{"name":"a","type_name":"INT","type_text":"INT","position":0}}]}},
+                    "total_chunk_count":"{count}","total_row_count":1}}}}"#
+            ));
+            let err = r.into_stream_input("UTC").err().expect(count);
+            assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+            assert!(err.to_string().contains(count), "{err}");
+        }
+        let r = response(
+            r#"{"statement_id":"s","status":{"state":"SUCCEEDED"},"manifest":{"format":"ARROW_STREAM",
+                "schema":{"column_count":0},"total_chunk_count":3,"total_row_count":0}}"#,
+        );
+        let input = r.into_stream_input("UTC").expect("a sane count");
+        assert_eq!((input.total_chunk_count, input.chunks.len()), (3, 3));
     }
 
     #[test]

@@ -289,9 +289,61 @@ pub(crate) fn redact_url(url: &str) -> String {
     }
 }
 
+/// Strips the query string of every `http(s)://` URL inside free text (error bodies, malformed
+/// JSON shown in errors), where presigned result links carry their signature.
+pub(crate) fn redact_urls_in(text: &str) -> String {
+    // ASCII lowercasing keeps byte offsets, so positions found in `lower` index `text`.
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut pos = 0;
+    while let Some(found) = find_url_start(&lower[pos..]) {
+        let start = pos + found;
+        out.push_str(&text[pos..start]);
+        let rest = &text[start..];
+        let len = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+            .unwrap_or(rest.len());
+        let url = &rest[..len];
+        match url.find(['?', '#']) {
+            Some(q) => {
+                out.push_str(&url[..q]);
+                out.push_str("?[REDACTED]");
+            }
+            None => out.push_str(url),
+        }
+        pos = start + len;
+    }
+    out.push_str(&text[pos..]);
+    out
+}
+
+fn find_url_start(lower: &str) -> Option<usize> {
+    match (lower.find("https://"), lower.find("http://")) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_in_text_lose_their_query_string() {
+        let text = r#"{"external_link":"https://b.s3.amazonaws.com/x?X-Amz-Signature=s3cr3t&a=b","n":"HTTP://h/p#frag"} see http://h/q"#;
+        let out = redact_urls_in(text);
+        assert!(!out.contains("s3cr3t") && !out.contains("frag"), "{out}");
+        assert!(
+            out.contains("https://b.s3.amazonaws.com/x?[REDACTED]"),
+            "{out}"
+        );
+        assert!(out.ends_with("see http://h/q"), "{out}");
+        assert_eq!(redact_urls_in("no links here"), "no links here");
+        assert_eq!(
+            redact_urls_in("ünïcödé https://h/ä?sïg=1 ü"),
+            "ünïcödé https://h/ä?[REDACTED] ü"
+        );
+    }
 
     #[test]
     fn sql_state_is_parsed_from_messages() {

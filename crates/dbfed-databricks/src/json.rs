@@ -143,8 +143,13 @@ fn interval_start(column: Option<&ColumnInfo>) -> String {
 /// Strips `INTERVAL '...' QUALIFIER` decoration and the sign; returns (negative, body).
 fn interval_body(s: &str) -> (bool, String) {
     let mut t = s.trim();
-    if t.len() >= 8 && t[..8].eq_ignore_ascii_case("INTERVAL") {
-        t = t[8..].trim();
+    // `get`: the value comes from the network and byte 8 may fall inside a character.
+    if let Some(rest) = t
+        .get(..8)
+        .filter(|p| p.eq_ignore_ascii_case("INTERVAL"))
+        .and_then(|_| t.get(8..))
+    {
+        t = rest.trim();
     }
     let mut negative = false;
     if let Some(r) = t.strip_prefix('-') {
@@ -184,7 +189,11 @@ fn parse_year_month(s: &str, start: &str) -> std::result::Result<i32, String> {
             n
         }
     };
-    let months = if negative { -months } else { months };
+    let months = if negative {
+        months.checked_neg().ok_or_else(bad)?
+    } else {
+        months
+    };
     i32::try_from(months).map_err(|_| bad())
 }
 
@@ -234,7 +243,11 @@ fn parse_day_time_micros(s: &str, start: &str) -> std::result::Result<i64, Strin
             .and_then(|v| total.checked_add(v))
             .ok_or_else(bad)?;
     }
-    Ok(if negative { -total } else { total })
+    if negative {
+        total.checked_neg().ok_or_else(bad)
+    } else {
+        Ok(total)
+    }
 }
 
 /// Nested values are JSON text: decode them with `arrow::json` as one-field records.
@@ -301,6 +314,24 @@ mod tests {
             .iter()
             .map(|v| v.map(|s| Value::String(s.to_owned())))
             .collect()
+    }
+
+    #[test]
+    fn hostile_interval_values_are_errors_not_panics() {
+        // Byte 8 inside a multi-byte character; i64::MIN negated.
+        for s in ["aéééé", "ééééé", "INTERVAL"] {
+            assert!(parse_year_month(s, "YEAR").is_err(), "{s}");
+            assert!(parse_day_time_micros(s, "DAY").is_err(), "{s}");
+        }
+        assert!(parse_year_month("-0--9223372036854775808", "YEAR").is_err());
+        assert_eq!(
+            parse_year_month("INTERVAL '-1-2' YEAR TO MONTH", "YEAR"),
+            Ok(-14)
+        );
+        assert_eq!(
+            parse_day_time_micros("-0 00:00:01.5", "DAY"),
+            Ok(-1_500_000)
+        );
     }
 
     #[test]

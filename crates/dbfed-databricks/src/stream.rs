@@ -22,11 +22,11 @@ use base64::Engine;
 use parking_lot::{Condvar, Mutex};
 use reqwest::Method;
 
-use crate::api::{Api, Call, sleep_unless, snippet};
+use crate::api::{Api, Call, release_off_async, sleep_unless, snippet};
 use crate::decode::{decode_ipc_stream, decompress_lz4_frames};
 use crate::error::{Error, Result, redact_url};
 use crate::json::rows_to_batch;
-use crate::retry::{RetryPolicy, is_retryable_status};
+use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
 use crate::types::ResultSchema;
 use crate::wire::{Compression, ExternalLink, Format, ResultData};
 
@@ -56,21 +56,30 @@ impl StreamShared {
         })
     }
 
-    /// Releases the statement on the warehouse, once (single attempt, errors only logged).
+    /// Releases the statement on the warehouse, once: a single attempt bounded by the client's
+    /// close timeout (it runs in `Drop`), errors only logged.
     ///
     /// A result stream only exists for a statement that finished with a result, where a cancel
     /// is a no-op: closing it (`DELETE`) is what frees the warehouse's result, and it also
     /// cancels the statement should it still run.
-    fn cancel_remote(&self) {
+    ///
+    /// From inside an async runtime the call runs on a short-lived thread of its own.
+    fn cancel_remote(self: &Arc<Self>) {
         if self.remote_cancel_sent.swap(true, Ordering::AcqRel) {
             return;
         }
+        let this = Arc::clone(self);
+        release_off_async("dbfed-close", move || this.close_statement());
+    }
+
+    fn close_statement(&self) {
         let policy = RetryPolicy::none();
         let mut call = Call::new(
             Method::DELETE,
             format!("/api/2.0/sql/statements/{}", self.statement_id),
         );
         call.retry = Some(&policy);
+        call.timeout = Some(self.api.close_timeout);
         match self.api.send(call) {
             Ok(_) => tracing::debug!(statement_id = %self.statement_id, "statement closed"),
             Err(e) => {
@@ -89,7 +98,9 @@ pub struct CancelHandle {
 }
 
 impl CancelHandle {
-    /// Cancels the stream and its statement. Idempotent.
+    /// Cancels the stream and its statement. Idempotent. The release call (`DELETE`) is made
+    /// once, bounded by [`crate::ClientBuilder::close_timeout`]: on the calling thread, or on a
+    /// short-lived thread of its own when called from inside an async runtime.
     pub fn cancel(&self) {
         self.shared.cancelled.store(true, Ordering::Release);
         if let Some(d) = &self.wake {
@@ -132,8 +143,15 @@ pub(crate) struct StreamInput {
 /// [`RecordBatchReader`]) or call [`ResultStream::next_batch`] for the typed [`Error`]. A
 /// failure inside an `ArrowError` is an `ArrowError::ExternalError` wrapping the [`Error`].
 ///
-/// Dropping the stream before its end closes the statement on the warehouse (freeing its result) and stops the
-/// download threads (they finish their current read and exit; the drop does not wait for them).
+/// Dropping the stream before its end closes the statement on the warehouse (freeing its
+/// result) with a single `DELETE` bounded by [`crate::ClientBuilder::close_timeout`] (made on a
+/// short-lived thread of its own when the drop happens inside an async runtime), and stops
+/// the download threads (they finish their current read and exit; the drop does not wait for
+/// them). A stream read to its end sends nothing on drop.
+///
+/// Memory: download threads hold at most [`crate::ClientBuilder::prefetch_bytes`] of decoded
+/// chunks ahead of the consumer (one chunk always, however large), each chunk counted at the
+/// larger of its manifest size and its real decoded size.
 pub struct ResultStream {
     shared: Arc<StreamShared>,
     schema: ResultSchema,
@@ -362,23 +380,27 @@ fn chunk_path(statement_id: &str, index: usize) -> String {
     format!("/api/2.0/sql/statements/{statement_id}/result/chunks/{index}")
 }
 
-/// Decodes an Arrow IPC chunk body (LZ4-compressed or not).
+/// Decodes an Arrow IPC chunk body (LZ4-compressed or not); also returns the size of the
+/// uncompressed IPC stream, a measure of the memory the batches hold.
 fn decode_arrow_chunk(
     bytes: &[u8],
     compression: &Option<Compression>,
     target: &SchemaRef,
     what: &str,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<(Vec<RecordBatch>, u64)> {
     if bytes.is_empty() {
         // An empty file holds no rows; the row-count check decides whether that is right.
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
+    let size = |raw: &[u8]| u64::try_from(raw.len()).unwrap_or(u64::MAX);
     match compression {
         Some(Compression::Lz4Frame) => {
             let raw = decompress_lz4_frames(bytes, what)?;
-            decode_ipc_stream(&raw, target, what)
+            Ok((decode_ipc_stream(&raw, target, what)?, size(&raw)))
         }
-        None | Some(Compression::None) => decode_ipc_stream(bytes, target, what),
+        None | Some(Compression::None) => {
+            Ok((decode_ipc_stream(bytes, target, what)?, size(bytes)))
+        }
         Some(Compression::Unknown(c)) => Err(Error::Unsupported(format!("result compression {c}"))),
     }
 }
@@ -440,7 +462,7 @@ impl InlinePager {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(attachment.trim())
                 .map_err(|e| Error::decode(&what, format!("attachment is not base64: {e}")))?;
-            decode_arrow_chunk(&bytes, &self.compression, self.schema.arrow_schema(), &what)?
+            decode_arrow_chunk(&bytes, &self.compression, self.schema.arrow_schema(), &what)?.0
         } else if to_count(data.row_count).unwrap_or(0) == 0 {
             Vec::new()
         } else {
@@ -517,7 +539,11 @@ impl DownloadShared {
 struct DownloadState {
     next_dispatch: usize,
     next_consume: usize,
+    /// Bytes reserved by dispatched chunks not yet taken by the consumer.
     reserved: u64,
+    /// What each dispatched chunk holds of `reserved` (its manifest size until it is decoded,
+    /// then the larger of that and its real decoded size).
+    charged: HashMap<usize, u64>,
     ready: BTreeMap<usize, Result<Vec<RecordBatch>>>,
     failed: bool,
     live_workers: usize,
@@ -627,7 +653,11 @@ impl Downloader {
             let index = st.next_consume;
             if let Some(result) = st.ready.remove(&index) {
                 st.next_consume += 1;
-                st.reserved = st.reserved.saturating_sub(self.job.cost(index));
+                let charge = st
+                    .charged
+                    .remove(&index)
+                    .unwrap_or_else(|| self.job.cost(index));
+                st.reserved = st.reserved.saturating_sub(charge);
                 self.shared.changed.notify_all();
                 if result.is_err() {
                     st.failed = true;
@@ -715,14 +745,14 @@ impl DownloadJob {
         }
     }
 
-    /// Downloads, decodes and validates one chunk.
-    fn fetch_chunk(&self, index: usize) -> Result<Vec<RecordBatch>> {
+    /// Downloads, decodes and validates one chunk; also returns its decoded size.
+    fn fetch_chunk(&self, index: usize) -> Result<(Vec<RecordBatch>, u64)> {
         let what = chunk_what(&self.shared.statement_id, index);
         let mut refreshes = 0;
-        let bytes = loop {
+        let (bytes, link_rows) = loop {
             let link = self.link(index, refreshes > 0)?;
             match self.download(&link, &what)? {
-                Downloaded::Bytes(b) => break b,
+                Downloaded::Bytes(b) => break (b, to_count(link.row_count)),
                 Downloaded::Forbidden(err) => {
                     refreshes += 1;
                     if refreshes > MAX_LINK_REFRESHES {
@@ -732,11 +762,13 @@ impl DownloadJob {
                 }
             }
         };
-        let batches = decode_arrow_chunk(&bytes, &self.compression, &self.target, &what)?;
-        let expected = self.chunk_rows.get(index).copied().flatten();
+        let (batches, decoded) =
+            decode_arrow_chunk(&bytes, &self.compression, &self.target, &what)?;
+        // The manifest's count, else the count of the link the file came from.
+        let expected = self.chunk_rows.get(index).copied().flatten().or(link_rows);
         check_rows(&self.shared.statement_id, index, expected, &batches)?;
-        tracing::debug!(statement_id = %self.shared.statement_id, chunk = index, bytes = bytes.len(), "chunk downloaded");
-        Ok(batches)
+        tracing::debug!(statement_id = %self.shared.statement_id, chunk = index, bytes = bytes.len(), decoded, "chunk downloaded");
+        Ok((batches, decoded))
     }
 
     /// GETs a presigned link: its own headers only, never the workspace credentials.
@@ -766,6 +798,7 @@ impl DownloadJob {
             for (k, v) in &link.http_headers {
                 req = req.header(k.as_str(), v.as_str());
             }
+            let mut retry_after = None;
             let failure = match req.send() {
                 Err(e) => {
                     let retryable = e.is_connect() || e.is_timeout() || e.is_request();
@@ -777,6 +810,12 @@ impl DownloadJob {
                 }
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
+                    // Storage throttling (S3 SlowDown, Azure ServerBusy) says when to come back.
+                    retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
                     if (200..300).contains(&status) {
                         match self.read_body(&mut resp) {
                             Ok(Some(b)) => return Ok(Downloaded::Bytes(b)),
@@ -788,11 +827,17 @@ impl DownloadJob {
                             // The connection broke mid-body: a GET is safe to repeat.
                             Err(e) => Error::decode(
                                 &request,
-                                format!("the connection failed while reading the body: {e}"),
+                                format!(
+                                    "the connection failed while reading the body: {}",
+                                    scrub_link_secrets(&e.to_string(), &url, &link.http_headers)
+                                ),
                             ),
                         }
                     } else {
                         let body = resp.text().unwrap_or_default();
+                        // Storage services echo the request in their errors (S3's
+                        // SignatureDoesNotMatch carries the canonical query string).
+                        let body = scrub_link_secrets(&body, &url, &link.http_headers);
                         let err = crate::api::http_error(&request, status, &body);
                         if status == 403 {
                             return Ok(Downloaded::Forbidden(err));
@@ -804,7 +849,7 @@ impl DownloadJob {
                     }
                 }
             };
-            let delay = policy.delay(attempt, None);
+            let delay = policy.delay(attempt, retry_after);
             if attempt >= policy.attempts() || started.elapsed() + delay > policy.elapsed_budget() {
                 return Err(failure);
             }
@@ -841,6 +886,34 @@ impl DownloadJob {
             out.extend_from_slice(&buf[..n]);
         }
     }
+}
+
+/// Removes from `text` every value of the link's query string and headers (signatures,
+/// credentials, SSE-C keys) that is long enough to be a secret.
+fn scrub_link_secrets(
+    text: &str,
+    url: &url::Url,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> String {
+    const MIN_SECRET_LEN: usize = 8;
+    let raw_query = url.query().unwrap_or_default();
+    let mut secrets: Vec<String> = raw_query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').map(|(_, v)| v.to_owned()))
+        .chain(url.query_pairs().map(|(_, v)| v.into_owned()))
+        .chain(headers.values().cloned())
+        .chain(std::iter::once(raw_query.to_owned()))
+        .filter(|v| v.len() >= MIN_SECRET_LEN)
+        .collect();
+    // Longest first, so a value containing another is removed whole.
+    secrets.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_owned();
+    for secret in &secrets {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "[REDACTED]");
+        }
+    }
+    out
 }
 
 enum Downloaded {
@@ -886,8 +959,10 @@ fn worker(job: Arc<DownloadJob>) {
                 let cost = job.cost(st.next_dispatch);
                 if st.reserved == 0 || st.reserved.saturating_add(cost) <= job.budget {
                     st.reserved = st.reserved.saturating_add(cost);
+                    let index = st.next_dispatch;
+                    st.charged.insert(index, cost);
                     st.next_dispatch += 1;
-                    break st.next_dispatch - 1;
+                    break index;
                 }
                 // Over budget: wait for the consumer to take a chunk.
                 job.dl.changed.wait_for(&mut st, Duration::from_millis(500));
@@ -897,11 +972,26 @@ fn worker(job: Arc<DownloadJob>) {
         let result = job.fetch_chunk(index);
         guard.current = None;
         let mut st = job.dl.state.lock();
-        if result.is_err() {
-            st.failed = true;
-        }
+        let result = match result {
+            Ok((batches, decoded)) => {
+                // The manifest's size is a promise: charge what the chunk really holds when
+                // it is more, so a lying or missing byte_count cannot defeat the budget.
+                let cost = job.cost(index);
+                if decoded > cost {
+                    st.reserved = st.reserved.saturating_add(decoded - cost);
+                    st.charged.insert(index, decoded);
+                }
+                Ok(batches)
+            }
+            Err(e) => {
+                st.failed = true;
+                Err(e)
+            }
+        };
         if index >= st.next_consume {
             st.ready.insert(index, result);
+        } else if let Some(charge) = st.charged.remove(&index) {
+            st.reserved = st.reserved.saturating_sub(charge);
         }
         job.dl.changed.notify_all();
     }

@@ -154,6 +154,7 @@ pub fn parse_type_text_with_tz(text: &str, tz: &str) -> Result<DataType> {
         text,
         pos: 0,
         tz: Arc::from(tz),
+        depth: 0,
     };
     let ty = parser.parse_type()?;
     parser.skip_ws();
@@ -184,16 +185,22 @@ pub(crate) fn interval_type(qualifier: &str) -> Result<DataType> {
     }
 }
 
+/// How deeply ARRAY/MAP/STRUCT may nest in a type text (the parser recurses per level, and
+/// the text comes from the network: without a bound, deep nesting overflows the stack).
+const MAX_TYPE_DEPTH: usize = 64;
+
 struct TypeParser<'a> {
     text: &'a str,
     pos: usize,
     tz: Arc<str>,
+    /// Nesting level of the type being parsed.
+    depth: usize,
 }
 
 impl<'a> TypeParser<'a> {
     fn error(&self, what: &str) -> Error {
         Error::decode(
-            format!("type text {:?}", self.text),
+            format!("type text {:?}", crate::api::snippet(self.text)),
             format!("{what} at offset {}", self.pos),
         )
     }
@@ -360,6 +367,16 @@ impl<'a> TypeParser<'a> {
     }
 
     fn parse_type(&mut self) -> Result<DataType> {
+        if self.depth >= MAX_TYPE_DEPTH {
+            return Err(self.error(&format!("types nested more than {MAX_TYPE_DEPTH} deep")));
+        }
+        self.depth += 1;
+        let ty = self.parse_type_at_depth();
+        self.depth -= 1;
+        ty
+    }
+
+    fn parse_type_at_depth(&mut self) -> Result<DataType> {
         let start = self.pos;
         let Some(word) = self.word() else {
             return Err(self.error("expected a type name"));
@@ -612,6 +629,27 @@ mod tests {
             parse_type_text("STRUCT<>").expect("empty"),
             DataType::Struct(Fields::empty())
         );
+    }
+
+    #[test]
+    fn deeply_nested_type_text_is_an_error_not_a_stack_overflow() {
+        let n = 200_000;
+        let text = format!("{}INT{}", "ARRAY<".repeat(n), ">".repeat(n));
+        let err = parse_type_text(&text).expect_err("too deep");
+        let message = err.to_string();
+        assert!(message.contains("nested more than 64"), "{message:.500}");
+        assert!(
+            err.to_string().len() < 1000,
+            "the error does not echo 1 MB of type text"
+        );
+        let ok = format!(
+            "{}INT{}",
+            "ARRAY<".repeat(MAX_TYPE_DEPTH - 1),
+            ">".repeat(MAX_TYPE_DEPTH - 1)
+        );
+        assert!(parse_type_text(&ok).is_ok());
+        let text = format!("{}x:INT{}", "STRUCT<a:MAP<INT,".repeat(n), ">>".repeat(n));
+        assert!(parse_type_text(&text).is_err());
     }
 
     #[test]

@@ -34,6 +34,15 @@ pub(crate) fn de_opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>,
     }
 }
 
+/// Reads a collection written as `null` as empty (missing fields use `#[serde(default)]`).
+pub(crate) fn de_null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// Reads an optional string that may also be written as a number or boolean (`error_code: 401`).
 pub(crate) fn de_opt_lenient_string<'de, D: Deserializer<'de>>(
     d: D,
@@ -233,7 +242,7 @@ pub(crate) struct Manifest {
     pub schema: Option<ManifestSchema>,
     #[serde(default, deserialize_with = "de_opt_i64")]
     pub total_chunk_count: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_null_as_default")]
     pub chunks: Vec<ChunkInfo>,
     #[serde(default, deserialize_with = "de_opt_i64")]
     pub total_row_count: Option<i64>,
@@ -247,7 +256,7 @@ pub(crate) struct Manifest {
 pub(crate) struct ManifestSchema {
     #[serde(default, deserialize_with = "de_opt_i64")]
     pub column_count: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_null_as_default")]
     pub columns: Vec<WireColumn>,
 }
 
@@ -305,7 +314,7 @@ pub(crate) struct ExternalLink {
     pub row_count: Option<i64>,
     pub external_link: Option<String>,
     pub expiration: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_null_as_default")]
     pub http_headers: BTreeMap<String, String>,
 }
 
@@ -408,6 +417,21 @@ mod tests {
         .expect("link");
         let dbg = format!("{l:?}");
         assert!(!dbg.contains("abc") && !dbg.contains("secret-ish"), "{dbg}");
+    }
+
+    #[test]
+    fn null_collections_read_as_empty() {
+        let r: StatementResponse = serde_json::from_str(
+            r#"{"statement_id":"x","status":{"state":"SUCCEEDED"},
+                "manifest":{"chunks":null,"schema":{"column_count":0,"columns":null}},
+                "result":{"external_links":[{"chunk_index":0,"external_link":"https://h/p","http_headers":null}]}}"#,
+        )
+        .expect("nulls are tolerated");
+        let manifest = r.manifest.expect("manifest");
+        assert!(manifest.chunks.is_empty());
+        assert!(manifest.schema.expect("schema").columns.is_empty());
+        let links = r.result.and_then(|r| r.external_links).expect("links");
+        assert!(links[0].http_headers.is_empty());
     }
 
     #[test]

@@ -31,6 +31,7 @@ struct Logged {
     query: String,
     authorization: Option<String>,
     link_header: Option<String>,
+    host: Option<String>,
 }
 
 /// What the fake warehouse does.
@@ -46,6 +47,7 @@ struct Scenario {
     running_polls: usize,
     execute_failures: Vec<Failure>,
     poll_failures: Vec<Failure>,
+    cancel_failures: Vec<Failure>,
     /// The first links handed out (in the execute answer) are already expired, and the
     /// link host refuses them: the client must refresh through the chunk endpoint.
     expired_first_links: bool,
@@ -57,16 +59,38 @@ struct Scenario {
     chunk0_waits_for_chunk1: bool,
     /// INLINE + JSON_ARRAY paging instead of external links.
     inline: bool,
+    /// DELETEs (statement close, session close) hang for two minutes before answering.
+    slow_delete: bool,
+    /// Links point at `/redirect/{i}`, which redirects to `{Fake::redirect_base}/files/{i}`.
+    redirect_links: bool,
+    /// The link host answers 400 with an S3-style error echoing the signature and headers.
+    echo_signature: bool,
+    /// The chunk endpoint answers a link whose `row_count` is not a number.
+    malformed_chunk_links: bool,
+    /// Chunks whose first download answers 503 with `Retry-After: 1`.
+    throttled_once: HashSet<usize>,
+    /// The manifest lists no chunks and no `total_row_count`: only links carry row counts.
+    sparse_manifest: bool,
+    /// Replaces the manifest's `format`.
+    manifest_format: Option<&'static str>,
+    /// Inline `next_chunk_internal_link`s are protocol-relative (`//host/...`) URLs pointing
+    /// at `Fake::redirect_base`'s host.
+    hostile_next_link: bool,
 }
 
 struct Fake {
     scenario: Scenario,
     base: OnceLock<String>,
+    redirect_base: OnceLock<String>,
     log: Mutex<Vec<Logged>>,
     execute_failures: Mutex<VecDeque<Failure>>,
     poll_failures: Mutex<VecDeque<Failure>>,
+    cancel_failures: Mutex<VecDeque<Failure>>,
     polls: AtomicUsize,
     forbidden_done: Mutex<HashSet<usize>>,
+    throttled_done: Mutex<HashSet<usize>>,
+    /// Set by `POST .../cancel`: later polls answer CANCELED.
+    canceled: AtomicBool,
     chunk1_requested: AtomicBool,
     chunk0_saw_chunk1: AtomicBool,
     tokens_issued: AtomicUsize,
@@ -117,11 +141,15 @@ impl Fake {
         Arc::new(Self {
             execute_failures: Mutex::new(scenario.execute_failures.iter().copied().collect()),
             poll_failures: Mutex::new(scenario.poll_failures.iter().copied().collect()),
+            cancel_failures: Mutex::new(scenario.cancel_failures.iter().copied().collect()),
             scenario,
             base: OnceLock::new(),
+            redirect_base: OnceLock::new(),
             log: Mutex::new(Vec::new()),
             polls: AtomicUsize::new(0),
             forbidden_done: Mutex::new(HashSet::new()),
+            throttled_done: Mutex::new(HashSet::new()),
+            canceled: AtomicBool::new(false),
             chunk1_requested: AtomicBool::new(false),
             chunk0_saw_chunk1: AtomicBool::new(false),
             tokens_issued: AtomicUsize::new(0),
@@ -140,6 +168,10 @@ impl Fake {
                 .map(str::to_owned),
             link_header: headers
                 .get("x-test-header")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            host: headers
+                .get("host")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         });
@@ -168,7 +200,11 @@ impl Fake {
             "row_offset": self.row_offset(i),
             "row_count": self.manifest_rows()[i],
             "byte_count": 999,
-            "external_link": format!("{base}/files/{i}?X-Amz-Signature=sig-{generation}"),
+            "external_link": if self.scenario.redirect_links {
+                format!("{base}/redirect/{i}?X-Amz-Signature=sig-{generation}")
+            } else {
+                format!("{base}/files/{i}?X-Amz-Signature=sig-{generation}")
+            },
             "expiration": expiration.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "http_headers": {"x-test-header": "link-header"},
         });
@@ -195,8 +231,14 @@ impl Fake {
         });
         if i + 1 < self.scenario.rows.len() {
             chunk["next_chunk_index"] = json!(i + 1);
+            let host = if self.scenario.hostile_next_link {
+                let other = self.redirect_base.get().expect("redirect base");
+                format!("//{}", other.trim_start_matches("http://"))
+            } else {
+                String::new()
+            };
             chunk["next_chunk_internal_link"] = json!(format!(
-                "/api/2.0/sql/statements/{STATEMENT}/result/chunks/{}",
+                "{host}/api/2.0/sql/statements/{STATEMENT}/result/chunks/{}",
                 i + 1
             ));
         }
@@ -226,6 +268,14 @@ impl Fake {
         });
         if !inline {
             manifest["result_compression"] = json!("LZ4_FRAME");
+        }
+        if let Some(format) = self.scenario.manifest_format {
+            manifest["format"] = json!(format);
+        }
+        if self.scenario.sparse_manifest {
+            let m = manifest.as_object_mut().expect("manifest object");
+            m.remove("chunks");
+            m.remove("total_row_count");
         }
         let result = if rows.is_empty() {
             json!({})
@@ -292,10 +342,17 @@ async fn statement(
 ) -> Response {
     fake.record(&method, &uri, &headers);
     if method == Method::DELETE {
+        if fake.scenario.slow_delete {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
         return axum::Json(json!({})).into_response();
     }
     if let Some(f) = fake.poll_failures.lock().expect("lock").pop_front() {
         return failure(f);
+    }
+    if fake.canceled.load(Ordering::SeqCst) {
+        return axum::Json(json!({"statement_id": STATEMENT, "status": {"state": "CANCELED"}}))
+            .into_response();
     }
     let polls = fake.polls.fetch_add(1, Ordering::SeqCst) + 1;
     if polls <= fake.scenario.running_polls {
@@ -312,6 +369,10 @@ async fn cancel(
     headers: HeaderMap,
 ) -> Response {
     fake.record(&method, &uri, &headers);
+    if let Some(f) = fake.cancel_failures.lock().expect("lock").pop_front() {
+        return failure(f);
+    }
+    fake.canceled.store(true, Ordering::SeqCst);
     StatusCode::OK.into_response()
 }
 
@@ -329,6 +390,11 @@ async fn chunk(
     if fake.scenario.inline {
         return axum::Json(fake.inline_chunk(index)).into_response();
     }
+    if fake.scenario.malformed_chunk_links {
+        let mut link = fake.link(index, true);
+        link["row_count"] = json!("many");
+        return axum::Json(json!({"external_links": [link]})).into_response();
+    }
     axum::Json(json!({"external_links": [fake.link(index, true)]})).into_response()
 }
 
@@ -344,7 +410,19 @@ async fn file(
     if headers.contains_key("authorization") {
         return (StatusCode::BAD_REQUEST, "credentials sent to a link host").into_response();
     }
-    if query.unwrap_or_default().contains("stale") {
+    let query = query.unwrap_or_default();
+    if fake.scenario.echo_signature {
+        let header = headers
+            .get("x-test-header")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let body = format!(
+            "<Error><Code>SignatureDoesNotMatch</Code><CanonicalRequest>GET /files/{index} \
+             {query} x-test-header:{header}</CanonicalRequest></Error>"
+        );
+        return (StatusCode::BAD_REQUEST, body).into_response();
+    }
+    if query.contains("stale") {
         return (
             StatusCode::FORBIDDEN,
             "<Error><Code>AccessDenied</Code>Request has expired</Error>",
@@ -357,6 +435,16 @@ async fn file(
         return (
             StatusCode::FORBIDDEN,
             "<Error><Code>AccessDenied</Code></Error>",
+        )
+            .into_response();
+    }
+    if fake.scenario.throttled_once.contains(&index)
+        && fake.throttled_done.lock().expect("lock").insert(index)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "1")],
+            "<Error><Code>SlowDown</Code></Error>",
         )
             .into_response();
     }
@@ -378,6 +466,35 @@ async fn file(
         Some(bytes) => (StatusCode::OK, bytes.clone()).into_response(),
         None => (StatusCode::NOT_FOUND, "no such file").into_response(),
     }
+}
+
+async fn redirect(
+    State(fake): State<Arc<Fake>>,
+    Path(index): Path<usize>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    fake.record(&method, &uri, &headers);
+    let target = fake.redirect_base.get().expect("redirect base");
+    (
+        StatusCode::FOUND,
+        [(
+            "location",
+            format!("{target}/files/{index}?X-Amz-Signature=sig-redirected"),
+        )],
+    )
+        .into_response()
+}
+
+async fn create_session(
+    State(fake): State<Arc<Fake>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    fake.record(&method, &uri, &headers);
+    axum::Json(json!({"session_id": "01f0-fake-session"})).into_response()
 }
 
 async fn oidc_discovery(State(fake): State<Arc<Fake>>) -> Response {
@@ -409,7 +526,13 @@ struct Env {
 impl Env {
     fn new(scenario: Scenario) -> Self {
         let fake = Fake::new(scenario);
-        let app = axum::Router::new()
+        let server = TestServer::start(Self::app(&fake));
+        fake.base.set(server.base_url()).expect("base once");
+        Self { fake, server }
+    }
+
+    fn app(fake: &Arc<Fake>) -> axum::Router {
+        axum::Router::new()
             .route("/api/2.0/sql/statements", post(execute))
             .route(
                 "/api/2.0/sql/statements/{id}",
@@ -421,15 +544,18 @@ impl Env {
                 get(chunk_route),
             )
             .route("/files/{index}", get(file))
+            .route("/redirect/{index}", get(redirect))
+            .route("/api/2.0/sql/sessions", post(create_session))
+            .route(
+                "/api/2.0/sql/sessions/{id}",
+                axum::routing::delete(statement),
+            )
             .route(
                 "/oidc/.well-known/oauth-authorization-server",
                 get(oidc_discovery),
             )
             .route("/oidc/v1/token", post(oidc_token))
-            .with_state(fake.clone());
-        let server = TestServer::start(app);
-        fake.base.set(server.base_url()).expect("base once");
-        Self { fake, server }
+            .with_state(fake.clone())
     }
 
     fn client(&self) -> Client {
@@ -549,6 +675,8 @@ fn poll_gives_up_on_non_retryable_status() {
         env.fake.count("GET", &format!("/statements/{STATEMENT}")),
         1
     );
+    // The statement is gone: nothing to cancel.
+    assert_eq!(env.fake.count("POST", "/cancel"), 0);
 }
 
 #[test]
@@ -941,4 +1069,463 @@ fn pat_401_is_not_retried() {
     assert!(err.is_auth());
     assert!(!err.to_string().contains(TOKEN));
     assert_eq!(env.fake.count("POST", "/api/2.0/sql/statements"), 1);
+}
+
+/// Runs `f` on a thread and returns its result, or `None` if it is still blocked after a
+/// generous hang guard (the tested behaviour finishes in milliseconds; the bug took minutes).
+fn finishes<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(20)).ok()
+}
+
+#[test]
+fn dropping_a_stream_or_session_is_bounded_by_the_close_timeout() {
+    // The warehouse hangs on DELETE; the API timeout is long. A drop must not block for it.
+    let env = Env::new(Scenario {
+        slow_delete: true,
+        ..scenario(&[5, 5, 5])
+    });
+    let client = env
+        .builder()
+        .request_timeout(Duration::from_secs(600))
+        .close_timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let mut stream = client.execute("SELECT 1", &[]).expect("execute");
+    assert_eq!(
+        stream
+            .next_batch()
+            .expect("first")
+            .expect("batch")
+            .num_rows(),
+        5
+    );
+    assert!(
+        finishes(move || drop(stream)).is_some(),
+        "dropping the stream blocked on the hanging DELETE"
+    );
+    assert_eq!(
+        env.fake
+            .count("DELETE", &format!("/statements/{STATEMENT}")),
+        1,
+        "the close was still attempted"
+    );
+
+    let session = client.create_default_session().expect("session");
+    assert_eq!(session.id(), "01f0-fake-session");
+    assert!(
+        finishes(move || drop(session)).is_some(),
+        "dropping the session blocked on the hanging DELETE"
+    );
+    let closes: Vec<Logged> = env
+        .fake
+        .logged()
+        .into_iter()
+        .filter(|l| l.method == "DELETE" && l.path.ends_with("/sessions/01f0-fake-session"))
+        .collect();
+    assert_eq!(closes.len(), 1);
+    assert_eq!(closes[0].query, "warehouse_id=wh-1");
+}
+
+#[test]
+fn statement_timeout_is_not_overrun_by_poll_retries() {
+    // Polls (and the cancel) answer 503 with a 30 s Retry-After: a retry must not sleep past
+    // the statement timeout, which must still cancel the statement and report a timeout.
+    let env = Env::new(Scenario {
+        running_polls: usize::MAX,
+        poll_failures: vec![(503, Some("30")); 10],
+        cancel_failures: vec![(503, Some("30")); 10],
+        ..scenario(&[1])
+    });
+    let client = env
+        .builder()
+        .retry_policy(
+            dbfed_databricks::RetryPolicy::default()
+                .retry_after_bounds(Duration::from_millis(1), Duration::from_secs(60)),
+        )
+        .statement_timeout(Some(Duration::from_millis(300)))
+        .close_timeout(Duration::from_secs(1))
+        .build()
+        .expect("client");
+    let err = finishes(move || client.execute("SELECT 1", &[]).map(|_| ()))
+        .expect("execute returned near its statement timeout")
+        .expect_err("times out");
+    assert!(err.is_timeout(), "{err:?}");
+    assert_eq!(err.statement_id(), Some(STATEMENT));
+    assert_eq!(env.fake.count("POST", "/cancel"), 1, "one cancel attempt");
+}
+
+#[test]
+fn lying_manifest_byte_counts_do_not_defeat_the_prefetch_budget() {
+    // The manifest claims 1 byte per chunk; each chunk really decodes to a few KiB. With a
+    // 1000-byte budget a stalled consumer must not let the whole result pile up in memory.
+    let env = Env::new(Scenario {
+        chunk_cost: 1,
+        ..scenario(&[200; 20])
+    });
+    let mut stream = env
+        .builder()
+        .download_threads(2)
+        .prefetch_bytes(1000)
+        .build()
+        .expect("client")
+        .execute("SELECT 1", &[])
+        .expect("execute");
+    let first = stream.next_batch().expect("first").expect("batch");
+    assert_eq!(first.num_rows(), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let downloaded = env.fake.downloads().len();
+    assert!(
+        downloaded <= 4,
+        "{downloaded} of 20 chunks downloaded ahead of a stalled consumer"
+    );
+    let mut rows = 200;
+    while let Some(b) = stream.next_batch().expect("rest") {
+        rows += b.num_rows();
+    }
+    assert_eq!(rows, 4000);
+    assert_eq!(env.fake.downloads().len(), 20);
+}
+
+#[test]
+fn link_redirects_stay_on_the_link_origin() {
+    // A redirect within the link's origin is followed.
+    let env = Env::new(Scenario {
+        redirect_links: true,
+        ..scenario(&[2, 2])
+    });
+    env.fake
+        .redirect_base
+        .set(env.server.base_url())
+        .expect("redirect base");
+    assert_eq!(
+        ids(env.client().execute("SELECT 1", &[]).expect("same origin")),
+        vec![0, 1, 2, 3]
+    );
+
+    // A redirect to another host is not: the link's headers must not travel there.
+    let env = Env::new(Scenario {
+        redirect_links: true,
+        ..scenario(&[2, 2])
+    });
+    let elsewhere = TestServer::start(Env::app(&env.fake));
+    env.fake
+        .redirect_base
+        .set(elsewhere.base_url())
+        .expect("redirect base");
+    let mut stream = env.client().execute("SELECT 1", &[]).expect("execute");
+    let err = stream.next_batch().expect_err("redirect refused");
+    assert_eq!(err.http_status(), Some(302), "{err:?}");
+    assert!(!err.to_string().contains("sig-"), "{err}");
+    let other_host = elsewhere
+        .base_url()
+        .trim_start_matches("http://")
+        .to_owned();
+    let leaked: Vec<Logged> = env
+        .fake
+        .downloads()
+        .into_iter()
+        .filter(|d| d.host.as_deref() == Some(other_host.as_str()))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "requests reached the other host: {leaked:?}"
+    );
+}
+
+#[test]
+fn link_host_errors_do_not_echo_link_secrets() {
+    let env = Env::new(Scenario {
+        echo_signature: true,
+        ..scenario(&[2])
+    });
+    let client = env.client();
+    let mut stream = client.execute("SELECT 1", &[]).expect("execute");
+    let err = stream.next_batch().expect_err("400 from the link host");
+    assert_eq!(err.http_status(), Some(400), "{err:?}");
+    let shown = format!("{err} {err:?} {stream:?} {client:?}");
+    assert!(shown.contains("SignatureDoesNotMatch"), "{shown}");
+    for secret in ["sig-fresh", "X-Amz-Signature=", "link-header", TOKEN] {
+        assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+    }
+}
+
+#[test]
+fn a_result_that_cannot_be_read_is_closed_not_leaked() {
+    let env = Env::new(Scenario {
+        manifest_format: Some("CSV"),
+        ..scenario(&[2])
+    });
+    let err = env
+        .client()
+        .execute("SELECT 1", &[])
+        .expect_err("CSV is not supported");
+    assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
+    assert_eq!(
+        env.fake
+            .count("DELETE", &format!("/statements/{STATEMENT}")),
+        1,
+        "the succeeded statement's result was left on the warehouse"
+    );
+}
+
+#[test]
+fn server_given_chunk_paths_cannot_send_the_token_elsewhere() {
+    let env = Env::new(Scenario {
+        inline: true,
+        hostile_next_link: true,
+        ..scenario(&[2, 2])
+    });
+    let elsewhere = TestServer::start(Env::app(&env.fake));
+    env.fake
+        .redirect_base
+        .set(elsewhere.base_url())
+        .expect("redirect base");
+    let mut stream = env
+        .builder()
+        .result_format(ResultFormat::JsonInline)
+        .build()
+        .expect("client")
+        .execute("SELECT 1", &[])
+        .expect("execute");
+    let err = stream
+        .next_batch()
+        .expect_err("a path off the workspace host");
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+    let other_host = elsewhere
+        .base_url()
+        .trim_start_matches("http://")
+        .to_owned();
+    let leaked: Vec<Logged> = env
+        .fake
+        .logged()
+        .into_iter()
+        .filter(|l| l.host.as_deref() == Some(other_host.as_str()))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the token went to another host: {leaked:?}"
+    );
+}
+
+#[test]
+fn dropping_a_stream_inside_an_async_runtime_does_not_block_or_panic() {
+    let env = Env::new(scenario(&[5, 5, 5]));
+    let mut stream = env.client().execute("SELECT 1", &[]).expect("execute");
+    assert!(stream.next_batch().expect("first").is_some());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move { drop(stream) });
+    // Inside a runtime the release runs on a thread of its own: wait for it (bounded).
+    let close = format!("/statements/{STATEMENT}");
+    assert!(
+        eventually(|| env.fake.count("DELETE", &close) == 1),
+        "the statement was not closed"
+    );
+
+    let session = env.client().create_default_session().expect("session");
+    rt.block_on(async move { drop(session) });
+    assert!(
+        eventually(|| env.fake.count("DELETE", "/sessions/01f0-fake-session") == 1),
+        "the session was not closed"
+    );
+}
+
+/// Polls `condition` for up to 20 s (a hang guard; it normally holds within milliseconds).
+fn eventually(condition: impl Fn() -> bool) -> bool {
+    for _ in 0..2000 {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    condition()
+}
+
+#[test]
+fn throttled_downloads_follow_retry_after() {
+    // Backoff alone would wait 30-60 s; the storage's Retry-After (clamped to 50 ms by the
+    // policy) says to come back sooner.
+    let env = Env::new(Scenario {
+        throttled_once: [0, 1].into_iter().collect(),
+        ..scenario(&[2, 2])
+    });
+    let client = env
+        .builder()
+        .retry_policy(
+            dbfed_databricks::RetryPolicy::default()
+                .base_delay(Duration::from_secs(60))
+                .max_delay(Duration::from_secs(60))
+                .retry_after_bounds(Duration::from_millis(1), Duration::from_millis(50)),
+        )
+        .build()
+        .expect("client");
+    let got = finishes(move || ids(client.execute("SELECT 1", &[]).expect("execute")))
+        .expect("the downloads waited for their backoff, not the Retry-After");
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    assert_eq!(env.fake.count("GET", "/files/0"), 2);
+    assert_eq!(env.fake.count("GET", "/files/1"), 2);
+}
+
+#[test]
+fn malformed_chunk_answers_do_not_echo_signed_links() {
+    let env = Env::new(Scenario {
+        malformed_chunk_links: true,
+        ..scenario(&[2, 2])
+    });
+    let mut stream = env
+        .builder()
+        .download_threads(1)
+        .build()
+        .expect("client")
+        .execute("SELECT 1", &[])
+        .expect("execute");
+    assert_eq!(
+        ids_of(stream.next_batch().expect("chunk 0").expect("batch")),
+        vec![0, 1]
+    );
+    let err = stream
+        .next_batch()
+        .expect_err("chunk 1's link is malformed");
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(
+        shown.contains("many"),
+        "the error shows the problem: {shown}"
+    );
+    assert!(!shown.contains("sig-fresh"), "signature leaked: {shown}");
+}
+
+fn ids_of(batch: RecordBatch) -> Vec<i64> {
+    batch
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec()
+}
+
+#[test]
+fn statement_timeout_is_not_overrun_by_execute_throttling() {
+    // Execute answers 429 with a 30 s Retry-After: the statement timeout must still fire.
+    let env = Env::new(Scenario {
+        execute_failures: vec![(429, Some("30")); 10],
+        ..scenario(&[1])
+    });
+    let client = env
+        .builder()
+        .retry_policy(
+            dbfed_databricks::RetryPolicy::default()
+                .retry_after_bounds(Duration::from_millis(1), Duration::from_secs(60)),
+        )
+        .statement_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .expect("client");
+    let err = finishes(move || client.execute("SELECT 1", &[]).map(|_| ()))
+        .expect("execute returned near its statement timeout")
+        .expect_err("times out");
+    assert!(err.is_timeout(), "{err:?}");
+    assert_eq!(err.statement_id(), None, "no statement was created");
+    assert_eq!(env.fake.count("POST", "/api/2.0/sql/statements"), 1);
+}
+
+#[test]
+fn chunks_larger_than_the_budget_are_fetched_one_at_a_time() {
+    // Every chunk (10 000 manifest bytes) exceeds the 100-byte budget: the stream must still
+    // make progress, one chunk ahead at most, and deliver everything in order.
+    let env = Env::new(Scenario {
+        chunk_cost: 10_000,
+        ..scenario(&[3; 6])
+    });
+    let mut stream = env
+        .builder()
+        .download_threads(4)
+        .prefetch_bytes(100)
+        .build()
+        .expect("client")
+        .execute("SELECT 1", &[])
+        .expect("execute");
+    let first = stream.next_batch().expect("first").expect("batch");
+    assert_eq!(ids_of(first), vec![0, 1, 2]);
+    std::thread::sleep(Duration::from_millis(200));
+    let downloaded = env.fake.downloads().len();
+    assert!(
+        downloaded <= 2,
+        "{downloaded} chunks fetched past the budget"
+    );
+    let rest = finishes(move || ids(stream)).expect("no deadlock");
+    assert_eq!(rest, (3..18).collect::<Vec<i64>>());
+}
+
+#[test]
+fn short_chunks_are_caught_by_their_link_row_count() {
+    // Without manifest counts, the row_count of a link fetched from the chunk endpoint is the
+    // only promise for its chunk: a short file must not pass as a short result.
+    let env = Env::new(Scenario {
+        sparse_manifest: true,
+        manifest_rows: Some(vec![3, 5]),
+        ..scenario(&[3, 3])
+    });
+    let mut stream = env.client().execute("SELECT 1", &[]).expect("execute");
+    assert_eq!(stream.total_row_count(), None);
+    assert_eq!(
+        ids_of(stream.next_batch().expect("chunk 0").expect("batch")),
+        vec![0, 1, 2]
+    );
+    match stream.next_batch() {
+        Err(Error::ResultMismatch {
+            chunk_index,
+            expected,
+            actual,
+            ..
+        }) => assert_eq!((chunk_index, expected, actual), (Some(1), 5, 3)),
+        other => panic!("chunk 1 is short, got {other:?}"),
+    }
+    assert_eq!(env.fake.count("GET", "/result/chunks/1"), 1);
+}
+
+#[test]
+fn an_unbounded_wait_ends_when_another_thread_cancels_the_statement() {
+    let env = Env::new(Scenario {
+        running_polls: usize::MAX,
+        ..scenario(&[1])
+    });
+    let client = env.client();
+    let submitted = client
+        .submit(&dbfed_databricks::StatementRequest::new("SELECT 1").wait_timeout(Duration::ZERO))
+        .expect("submit");
+    let waiter = {
+        let client = client.clone();
+        let id = submitted.id().to_owned();
+        std::thread::spawn(move || client.wait(&id, None))
+    };
+    assert!(eventually(|| env.fake.polls.load(Ordering::SeqCst) >= 2));
+    client.cancel(submitted.id()).expect("cancel");
+    let result = finishes(move || waiter.join().expect("waiter thread"))
+        .expect("wait(None) returned after the cancel");
+    assert!(result.expect_err("canceled").is_canceled());
+}
+
+#[test]
+fn a_statement_whose_polls_fail_is_canceled_not_left_running() {
+    let env = Env::new(Scenario {
+        running_polls: usize::MAX,
+        poll_failures: vec![(500, None); 5],
+        ..scenario(&[1])
+    });
+    let err = env
+        .client()
+        .execute("SELECT 1", &[])
+        .expect_err("polls keep failing");
+    assert_eq!(err.http_status(), Some(500), "{err:?}");
+    // support::fast_retries allows 5 attempts; then the statement is canceled.
+    assert_eq!(
+        env.fake.count("GET", &format!("/statements/{STATEMENT}")),
+        5
+    );
+    assert_eq!(env.fake.count("POST", "/cancel"), 1);
 }

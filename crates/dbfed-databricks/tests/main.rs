@@ -4,3 +4,4 @@ mod auth;
 mod faults;
 mod replay;
 mod support;
+mod transport;
