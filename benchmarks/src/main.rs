@@ -6,6 +6,7 @@
 
 mod client_throughput;
 mod emulator_throughput;
+mod executor_concurrency;
 mod raw;
 
 use anyhow::Result;
@@ -25,12 +26,17 @@ enum Scenario {
     ClientThroughput(client_throughput::Args),
     /// Emulator statements per second for tiny queries and MB/s served for a large result.
     EmulatorThroughput(emulator_throughput::Args),
+    /// Many concurrent queries through the executor (both modes) against a warehouse with
+    /// latency and a concurrency limit: wall time against the ideal, peak threads and RSS; the
+    /// executor's overhead per query; the classic Python asyncio baseline with `--python`.
+    ExecutorConcurrency(executor_concurrency::Args),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().scenario {
         Scenario::ClientThroughput(args) => client_throughput::run(args),
         Scenario::EmulatorThroughput(args) => emulator_throughput::run(args),
+        Scenario::ExecutorConcurrency(args) => executor_concurrency::run(args),
     }
 }
 
