@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -39,23 +39,36 @@ type ApiResult = Result<Response, ApiError>;
 // ---------------------------------------------------------------------------------------------
 // Middleware
 
+/// Longest text kept per field of a [`RequestRecord`]: a client sending huge paths or headers
+/// must not make the 10 000 kept records cost gigabytes.
+const MAX_RECORDED_TEXT: usize = 1024;
+
+/// `text`, cut to at most [`MAX_RECORDED_TEXT`] bytes (on a character boundary).
+fn clip(text: &str) -> String {
+    let mut end = text.len().min(MAX_RECORDED_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 /// Records every request (method, path, status, auth scheme, user agent).
 pub(crate) async fn record_requests(
     State(shared): State<Arc<Shared>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let method = request.method().to_string();
-    let path = request.uri().path().to_owned();
+    let method = clip(request.method().as_str());
+    let path = clip(request.uri().path());
     let headers = request.headers();
     let auth_scheme = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(' ').next().unwrap_or_default().to_owned());
+        .map(|v| clip(v.split(' ').next().unwrap_or_default()));
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .map(clip);
     let at = Utc::now();
     let response = next.run(request).await;
     if !path.starts_with("/_emulator/statements") && !path.starts_with("/_emulator/requests") {
@@ -538,6 +551,16 @@ pub(crate) async fn execute_statement(
     ))
 }
 
+/// Path parameters, or the 404 of an unknown statement when they cannot be decoded (e.g. an id
+/// that is not UTF-8 once percent-decoded): no statement has such an id.
+fn statement_path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    path.map(|Path(value)| value).map_err(|e| {
+        ApiError::not_found(format!(
+            "Statement does not exist or is no longer available: {e}"
+        ))
+    })
+}
+
 fn lookup(shared: &Shared, id: &str) -> Result<Arc<Statement>, ApiError> {
     shared.statement(id).ok_or_else(|| {
         ApiError::not_found(format!(
@@ -549,10 +572,11 @@ fn lookup(shared: &Shared, id: &str) -> Result<Arc<Statement>, ApiError> {
 /// `GET /api/2.0/sql/statements/{id}`.
 pub(crate) async fn get_statement(
     State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> ApiResult {
     shared.sweep_expired_results();
+    let id = statement_path(path)?;
     let statement = lookup(&shared, &id)?;
     let status = statement.snapshot();
     Ok(statement_response(
@@ -567,9 +591,10 @@ pub(crate) async fn get_statement(
 /// `GET /api/2.0/sql/statements/{id}/result/chunks/{chunk_index}`.
 pub(crate) async fn get_chunk(
     State(shared): State<Arc<Shared>>,
-    Path((id, chunk)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> ApiResult {
+    let (id, chunk) = statement_path(path)?;
     let statement = lookup(&shared, &id)?;
     let chunk: usize = chunk
         .parse()
@@ -605,8 +630,9 @@ pub(crate) async fn get_chunk(
 /// `POST /api/2.0/sql/statements/{id}/cancel`.
 pub(crate) async fn cancel_statement(
     State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
+    let id = statement_path(path)?;
     let statement = lookup(&shared, &id)?;
     statement
         .status
@@ -618,8 +644,9 @@ pub(crate) async fn cancel_statement(
 /// `DELETE /api/2.0/sql/statements/{id}`.
 pub(crate) async fn close_statement(
     State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
+    let id = statement_path(path)?;
     let statement = lookup(&shared, &id)?;
     statement.request_cancel();
     statement.status.send_modify(|s| {
@@ -725,12 +752,14 @@ fn result_body<'a>(
                 )
                 .is_some();
             let now = Utc::now();
-            let ttl = chrono::Duration::from_std(shared.config.link_ttl)
-                .unwrap_or_else(|_| chrono::Duration::minutes(15));
+            // A huge TTL means "never expires": saturate instead of overflowing (a panic).
             let expires = if expired {
                 now - chrono::Duration::seconds(1)
             } else {
-                now + ttl
+                chrono::Duration::from_std(shared.config.link_ttl)
+                    .ok()
+                    .and_then(|ttl| now.checked_add_signed(ttl))
+                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
             };
             let link = links::sign(
                 &shared.link_key,
@@ -899,9 +928,15 @@ pub(crate) async fn create_session(
 /// `DELETE /api/2.0/sql/sessions/{id}?warehouse_id=...`.
 pub(crate) async fn delete_session(
     State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult {
+    let id = path
+        .map(|Path(id)| id)
+        .map_err(|e| ApiError::not_found(format!("Session does not exist or was closed: {e}")))?;
+    let query = query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::invalid(format!("Invalid query string: {e}")))?;
     let mut sessions = shared.sessions.lock();
     match sessions.get(&id) {
         Some(session) => {
@@ -928,10 +963,19 @@ pub(crate) async fn delete_session(
 /// presigned object-store URL.
 pub(crate) async fn download(
     State(shared): State<Arc<Shared>>,
-    Path((id, chunk)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    // Like an object store: an undecodable key is not there, an undecodable query is not signed.
+    let Ok(Path((id, chunk))) = path else {
+        return object_store_error(
+            StatusCode::NOT_FOUND,
+            "NoSuchKey",
+            "The specified key does not exist.",
+        );
+    };
+    let query = query.map(|Query(q)| q).unwrap_or_default();
     if headers.contains_key(header::AUTHORIZATION) {
         return object_store_error(
             StatusCode::FORBIDDEN,
@@ -968,9 +1012,8 @@ pub(crate) async fn download(
         }
     }
     if shared.config.link_http_headers {
-        let expected = links::header_value(&shared.link_key, &id, chunk, expires);
         let sent = headers.get(LINK_HEADER).and_then(|v| v.to_str().ok());
-        if sent != Some(expected.as_str()) {
+        if !links::verify_header(&shared.link_key, &id, chunk, expires, sent) {
             return object_store_error(
                 StatusCode::FORBIDDEN,
                 "AccessDenied",

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -99,6 +99,11 @@ fn issue(shared: &Shared, identity: String, client_id: &str) -> (String, u64) {
     );
     let lifetime = shared.config.token_lifetime;
     let now = Instant::now();
+    // A huge lifetime means "never expires": saturate instead of overflowing (a panic).
+    let expires = now
+        .checked_add(lifetime)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now);
     let mut tokens = shared.issued_tokens.lock();
     if tokens.len() > 10_000 {
         tokens.retain(|_, t| t.expires > now);
@@ -108,7 +113,7 @@ fn issue(shared: &Shared, identity: String, client_id: &str) -> (String, u64) {
         IssuedToken {
             identity,
             client_id: client_id.to_owned(),
-            expires: now + lifetime,
+            expires,
         },
     );
     (token, lifetime.as_secs())

@@ -52,6 +52,8 @@ pub struct EmulatorBuilder {
     pub(crate) link_http_headers: bool,
     pub(crate) lz4_frame_per_message: bool,
     pub(crate) result_ttl: Duration,
+    pub(crate) max_statement_history: usize,
+    pub(crate) max_result_bytes: u64,
     pub(crate) retry_after: u32,
     pub(crate) tls: TlsSource,
 }
@@ -77,6 +79,8 @@ impl Default for EmulatorBuilder {
             link_http_headers: false,
             lz4_frame_per_message: true,
             result_ttl: Duration::from_secs(3600),
+            max_statement_history: 10_000,
+            max_result_bytes: 4 * 1024 * 1024 * 1024,
             retry_after: 1,
             tls: TlsSource::None,
         }
@@ -107,6 +111,8 @@ impl fmt::Debug for EmulatorBuilder {
             .field("link_http_headers", &self.link_http_headers)
             .field("lz4_frame_per_message", &self.lz4_frame_per_message)
             .field("result_ttl", &self.result_ttl)
+            .field("max_statement_history", &self.max_statement_history)
+            .field("max_result_bytes", &self.max_result_bytes)
             .field("tls", &self.tls)
             .finish()
     }
@@ -240,6 +246,24 @@ impl EmulatorBuilder {
     /// Databricks); later the statement reads as CLOSED.
     pub fn result_ttl(mut self, ttl: Duration) -> Self {
         self.result_ttl = ttl;
+        self
+    }
+
+    /// How many statements the emulator remembers (default 10 000). Past that, the oldest
+    /// finished statements are forgotten with their results: polls then answer 404, and they
+    /// leave [`crate::EmulatorHandle::statements`]. Unfinished statements are always kept. This
+    /// bounds the memory of long benchmark runs.
+    pub fn max_statement_history(mut self, n: usize) -> Self {
+        self.max_statement_history = n;
+        self
+    }
+
+    /// Memory the kept results may use (encoded chunks; default 4 GiB). When a new result
+    /// pushes the total past it, the results of the oldest statements are dropped early (they
+    /// read as CLOSED, as after [`EmulatorBuilder::result_ttl`]); the newest result is always
+    /// kept. Without this bound, repeated large results would stay in memory for `result_ttl`.
+    pub fn max_result_bytes(mut self, bytes: u64) -> Self {
+        self.max_result_bytes = bytes;
         self
     }
 

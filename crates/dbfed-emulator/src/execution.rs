@@ -13,12 +13,21 @@ use crate::engine::{QueryParameter, QueryRequest, SqlError};
 use crate::faults::FaultAction;
 use crate::format::{self, EncodeOptions};
 use crate::records::StatementState;
-use crate::state::{AdmissionGuard, Chunk, ResultSet, Shared, Statement};
+use crate::state::{AdmissionGuard, Chunk, ResultSet, Shared, Statement, Status};
 
 /// Resolves when `rx` reads `true`; never resolves if the sender is gone.
 async fn cancelled(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|c| *c).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -75,47 +84,64 @@ pub(crate) async fn run_statement(
     let mut cancel = statement.cancel.subscribe();
     // Queries run on the emulator's query runtime, so CPU-heavy plans never starve the HTTP
     // threads (polls and cancels must always get through).
-    let mut task = shared.query_runtime.spawn({
+    // The guard aborts the query task if this future is dropped (its runtime shut down): a
+    // detached query task would keep running, hold its queue slot and keep `Shared` (and with it
+    // the query runtime and every table) alive forever.
+    let mut task = AbortOnDrop(shared.query_runtime.spawn({
         let shared = shared.clone();
         let statement = statement.clone();
         async move { execute(&shared, &statement, fail_after).await }
-    });
+    }));
     let outcome = tokio::select! {
         biased;
         _ = cancelled(&mut cancel) => {
             // Dropping the query future drops the DataFusion stream: the query stops.
-            task.abort();
-            let _ = (&mut task).await;
+            task.0.abort();
+            let _ = (&mut task.0).await;
             Outcome::Canceled
         }
-        outcome = &mut task => match outcome {
+        outcome = &mut task.0 => match outcome {
             Ok(outcome) => outcome,
             Err(e) if e.is_cancelled() => Outcome::Canceled,
             Err(e) => Outcome::Failed(internal(format!("the statement task failed: {e}"))),
         },
     };
     drop(admission);
-    statement.status.send_modify(|s| {
-        s.engine_active = false;
-        match outcome {
-            Outcome::Succeeded(result) => {
+    let outcome = match outcome {
+        Outcome::Succeeded(mut result) => {
+            result.charge = Some(shared.charge_result(result.memory_bytes()));
+            Outcome::Succeeded(result)
+        }
+        other => other,
+    };
+    statement.status.send_modify(|s| apply_outcome(s, outcome));
+    shared.enforce_result_budget(&statement.id);
+}
+
+/// Records how the run ended, unless the statement already reached a terminal state (canceled
+/// or closed while the query finished): terminal states stick.
+fn apply_outcome(s: &mut Status, outcome: Outcome) {
+    s.engine_active = false;
+    match outcome {
+        Outcome::Succeeded(result) => {
+            // A statement canceled or closed meanwhile keeps its terminal state, and its
+            // record does not claim rows it never delivered.
+            if s.finish(StatementState::Succeeded) {
                 s.rows = result.total_rows;
                 s.chunks = result.chunks.len();
                 s.truncated = result.truncated;
-                if s.finish(StatementState::Succeeded) {
-                    s.result = Some(Arc::new(result));
-                }
-            }
-            Outcome::Failed(error) => {
-                if s.finish(StatementState::Failed) {
-                    s.error = Some(error);
-                }
-            }
-            Outcome::Canceled => {
-                s.finish(StatementState::Canceled);
+                s.result = Some(Arc::new(result));
             }
         }
-    });
+        Outcome::Failed(error) => {
+            if s.finish(StatementState::Failed) {
+                s.error = Some(error);
+            }
+        }
+        Outcome::Canceled => {
+            s.finish(StatementState::Canceled);
+        }
+    }
 }
 
 async fn execute(shared: &Shared, statement: &Statement, fail_after: Option<FailAfter>) -> Outcome {
@@ -250,6 +276,7 @@ async fn execute(shared: &Shared, statement: &Statement, fail_after: Option<Fail
         chunks: chunker.chunks,
         total_bytes,
         truncated,
+        charge: None,
     })
 }
 
@@ -339,5 +366,62 @@ impl Chunker {
         });
         self.rows += rows;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(rows: u64) -> ResultSet {
+        ResultSet {
+            columns: Vec::new(),
+            chunks: Vec::new(),
+            total_rows: rows,
+            total_bytes: 0,
+            truncated: false,
+            charge: None,
+        }
+    }
+
+    fn statement() -> Statement {
+        Statement::new(
+            "s".into(),
+            crate::state::StatementSpec {
+                sql: "SELECT 1".into(),
+                parameters: Vec::new(),
+                warehouse_id: "w".into(),
+                session_id: None,
+                catalog: None,
+                schema: None,
+                session_confs: Default::default(),
+                disposition: crate::state::Disposition::Inline,
+                format: crate::state::Format::JsonArray,
+                compression: crate::state::Compression::None,
+                row_limit: None,
+                byte_limit: None,
+                identity: "pat:x".into(),
+                grants: None,
+            },
+        )
+    }
+
+    #[test]
+    fn a_result_arriving_after_cancel_is_discarded() {
+        for terminal in [StatementState::Canceled, StatementState::Closed] {
+            let mut status = statement().snapshot();
+            status.engine_active = true;
+            assert!(status.finish(terminal));
+            apply_outcome(&mut status, Outcome::Succeeded(result(42)));
+            assert_eq!(status.state, terminal);
+            assert!(status.result.is_none());
+            assert_eq!(status.rows, 0, "a {terminal:?} statement claims no rows");
+            assert!(!status.engine_active);
+        }
+        let mut status = statement().snapshot();
+        apply_outcome(&mut status, Outcome::Succeeded(result(42)));
+        assert_eq!(status.state, StatementState::Succeeded);
+        assert_eq!(status.rows, 42);
+        assert!(status.result.is_some());
     }
 }

@@ -86,6 +86,24 @@ pub(crate) fn header_value(
         .into_bytes()[..16])
 }
 
+/// Checks the header a link requires (constant time): `sent` must be exactly
+/// [`header_value`] of this link.
+pub(crate) fn verify_header(
+    key: &[u8; 32],
+    statement_id: &str,
+    chunk: usize,
+    expires_ms: i64,
+    sent: Option<&str>,
+) -> bool {
+    let Some(sent) = sent.and_then(unhex) else {
+        return false;
+    };
+    sent.len() == 16
+        && mac(key, "header", statement_id, chunk, expires_ms)
+            .verify_truncated_left(&sent)
+            .is_ok()
+}
+
 /// Why a download was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LinkRejection {
@@ -174,5 +192,26 @@ mod tests {
             link.header.as_deref(),
             Some(header_value(&key, "stmt", 3, expires).as_str())
         );
+    }
+
+    #[test]
+    fn header_check_needs_the_whole_value_of_this_link() {
+        let key = [7u8; 32];
+        let value = header_value(&key, "stmt", 3, 1000);
+        assert!(verify_header(&key, "stmt", 3, 1000, Some(&value)));
+        assert!(verify_header(
+            &key,
+            "stmt",
+            3,
+            1000,
+            Some(&value.to_uppercase())
+        ));
+        assert!(!verify_header(&key, "stmt", 3, 1000, Some(&value[..2])));
+        assert!(!verify_header(&key, "stmt", 3, 1000, Some("")));
+        assert!(!verify_header(&key, "stmt", 3, 1000, None));
+        assert!(!verify_header(&key, "stmt", 4, 1000, Some(&value)));
+        assert!(!verify_header(&key, "stmt", 3, 1001, Some(&value)));
+        let full = hex(&mac(&key, "header", "stmt", 3, 1000).finalize().into_bytes());
+        assert!(!verify_header(&key, "stmt", 3, 1000, Some(&full)));
     }
 }

@@ -114,7 +114,7 @@ pub struct StatementRecord {
 pub struct RequestRecord {
     /// HTTP method.
     pub method: String,
-    /// Path, without the query string.
+    /// Path, without the query string (at most 1 KiB; longer ones are cut).
     pub path: String,
     /// Status answered.
     pub status: u16,

@@ -325,3 +325,67 @@ impl Drop for BackgroundEmulator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StatementState;
+
+    /// A runtime dropped while statements run or wait in the queue must release everything:
+    /// the query tasks (on the emulator's own query runtime) are aborted, not detached, so they
+    /// neither keep running nor keep the shared state (tables, query threads) alive.
+    #[test]
+    fn a_dropped_runtime_leaks_no_query_task() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let (handle, weak) = runtime.block_on(async {
+            let handle = crate::Emulator::builder()
+                .tpch_scale(0.001)
+                .max_concurrent_statements(1)
+                .statement_latency(Duration::from_secs(600))
+                .start("127.0.0.1:0")
+                .await
+                .expect("the emulator starts");
+            let client = reqwest::Client::new();
+            for sql in ["SELECT 1", "SELECT 2"] {
+                let response = client
+                    .post(format!("{}/api/2.0/sql/statements", handle.url()))
+                    .bearer_auth("any")
+                    .json(&serde_json::json!({
+                        "statement": sql, "warehouse_id": "w", "wait_timeout": "0s"
+                    }))
+                    .send()
+                    .await
+                    .expect("sent");
+                assert_eq!(response.status(), 200);
+            }
+            // Hang guard only: the first statement holds the slot, the second is queued.
+            for _ in 0..1200 {
+                let states: Vec<StatementState> =
+                    handle.statements().iter().map(|r| r.state).collect();
+                if states == [StatementState::Running, StatementState::Pending] {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            let weak = Arc::downgrade(&handle.shared);
+            (handle, weak)
+        });
+        drop(runtime);
+        drop(handle);
+        // Hang guard only (the release is asynchronous on the query runtime).
+        for _ in 0..400 {
+            if weak.strong_count() == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "the emulator's shared state is still alive ({} references): query tasks leaked",
+            weak.strong_count()
+        );
+    }
+}

@@ -115,6 +115,34 @@ pub(crate) struct ResultSet {
     pub total_rows: u64,
     pub total_bytes: u64,
     pub truncated: bool,
+    /// Counts the result's memory in [`Shared::result_bytes`] while it is alive.
+    pub charge: Option<MemoryCharge>,
+}
+
+impl ResultSet {
+    /// Bytes the encoded chunks occupy in memory.
+    pub fn memory_bytes(&self) -> u64 {
+        self.chunks
+            .iter()
+            .map(|c| match &c.body {
+                ChunkBody::Inline(rows) => rows.get().len() as u64,
+                ChunkBody::File(bytes) => bytes.len() as u64,
+            })
+            .sum()
+    }
+}
+
+/// Bytes added to a counter, given back on drop.
+#[derive(Debug)]
+pub(crate) struct MemoryCharge {
+    counter: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Drop for MemoryCharge {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// The mutable part of a statement, published through a `watch` channel.
@@ -278,7 +306,14 @@ impl QueryRuntime {
 impl Drop for QueryRuntime {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
+            if tokio::runtime::Handle::try_current().is_ok() {
+                // Blocking inside async code is not allowed: the workers stop on their own.
+                rt.shutdown_background();
+            } else {
+                // Synchronous callers (a dropped `BackgroundEmulator`): join the workers, so no
+                // query thread outlives the emulator.
+                rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            }
         }
     }
 }
@@ -292,8 +327,13 @@ pub(crate) struct Shared {
     pub scheme: &'static str,
     pub local_addr: SocketAddr,
     pub statements: RwLock<HashMap<String, Arc<Statement>>>,
+    /// Statement ids in insertion order, for evicting the oldest finished ones (locked only
+    /// while `statements` is write-locked).
+    pub statement_order: Mutex<VecDeque<String>>,
     pub sessions: Mutex<HashMap<String, Session>>,
     pub admitted: Arc<AtomicUsize>,
+    /// Memory of the results alive (kept for polls or being downloaded).
+    pub result_bytes: Arc<AtomicU64>,
     pub permits: Arc<Semaphore>,
     pub link_key: [u8; 32],
     pub issued_tokens: Mutex<HashMap<String, IssuedToken>>,
@@ -326,8 +366,10 @@ impl Shared {
             scheme,
             local_addr,
             statements: RwLock::new(HashMap::new()),
+            statement_order: Mutex::new(VecDeque::new()),
             sessions: Mutex::new(HashMap::new()),
             admitted: Arc::new(AtomicUsize::new(0)),
+            result_bytes: Arc::new(AtomicU64::new(0)),
             permits,
             link_key,
             issued_tokens: Mutex::new(HashMap::new()),
@@ -365,10 +407,31 @@ impl Shared {
         self.statements.read().get(id).cloned()
     }
 
+    /// Adds a statement, then forgets the oldest finished statements (and their results) beyond
+    /// [`EmulatorBuilder::max_statement_history`]. Unfinished statements are never forgotten;
+    /// there are at most `max_concurrent_statements + max_queued_statements` of them.
     pub fn insert_statement(&self, statement: Arc<Statement>) {
-        self.statements
-            .write()
-            .insert(statement.id.clone(), statement);
+        let mut statements = self.statements.write();
+        let mut order = self.statement_order.lock();
+        order.push_back(statement.id.clone());
+        statements.insert(statement.id.clone(), statement);
+        let cap = self.config.max_statement_history;
+        // Each id is looked at most once per insertion, so this is bounded.
+        let mut budget = order.len();
+        while statements.len() > cap && budget > 0 {
+            budget -= 1;
+            let Some(id) = order.pop_front() else {
+                break;
+            };
+            let running = statements
+                .get(&id)
+                .is_some_and(|s| !s.status.borrow().state.is_terminal());
+            if running {
+                order.push_back(id);
+            } else {
+                statements.remove(&id);
+            }
+        }
     }
 
     /// Every statement, oldest first.
@@ -408,6 +471,51 @@ impl Shared {
                 }
                 expired
             });
+        }
+    }
+
+    /// Charges `bytes` of result memory until the returned guard drops.
+    pub fn charge_result(&self, bytes: u64) -> MemoryCharge {
+        self.result_bytes.fetch_add(bytes, Ordering::AcqRel);
+        MemoryCharge {
+            counter: self.result_bytes.clone(),
+            bytes,
+        }
+    }
+
+    /// While the results kept exceed [`EmulatorBuilder::max_result_bytes`], drops the results of
+    /// the oldest statements (they read as CLOSED, as when `result_ttl` runs out), never those of
+    /// `keep` (the statement that just finished).
+    pub fn enforce_result_budget(&self, keep: &str) {
+        let cap = self.config.max_result_bytes;
+        let mut used = self.result_bytes.load(Ordering::Acquire);
+        if used <= cap {
+            return;
+        }
+        // Lock order as in `insert_statement`: statements, then order, then a status.
+        let statements = self.statements.read();
+        let order = self.statement_order.lock();
+        for id in order.iter() {
+            if used <= cap {
+                break;
+            }
+            if id == keep {
+                continue;
+            }
+            let Some(statement) = statements.get(id) else {
+                continue;
+            };
+            let mut freed = 0;
+            statement.status.send_if_modified(|s| match &s.result {
+                Some(result) => {
+                    freed = result.memory_bytes();
+                    s.result = None;
+                    s.state = StatementState::Closed;
+                    true
+                }
+                None => false,
+            });
+            used = used.saturating_sub(freed);
         }
     }
 

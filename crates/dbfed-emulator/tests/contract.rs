@@ -263,7 +263,7 @@ async fn cancel_stops_a_long_query() {
     let api = Api::new(&handle);
     let response = api
         .execute(json!({
-            "statement": "SELECT count(*) FROM samples.tpch.lineitem a, samples.tpch.lineitem b WHERE a.l_quantity + b.l_quantity > 0",
+            "statement": "SELECT count(*) FROM samples.tpch.lineitem a JOIN samples.tpch.lineitem b ON a.l_linenumber = b.l_linenumber",
             "wait_timeout": "0s"
         }))
         .await;

@@ -5,6 +5,7 @@ mod auth;
 mod common;
 mod contract;
 mod faults;
+mod hardening;
 mod python;
 mod results;
 mod tls;

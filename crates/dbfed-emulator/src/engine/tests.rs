@@ -543,7 +543,7 @@ async fn dropping_the_stream_cancels_the_query() {
     let engine = engine().await;
     let out = engine
         .execute(request(
-            "SELECT count(*) FROM lineitem a CROSS JOIN orders b WHERE a.l_comment < b.o_comment",
+            "SELECT count(*) FROM lineitem a JOIN lineitem b ON a.l_linenumber = b.l_linenumber",
         ))
         .await
         .expect("plans");
