@@ -126,16 +126,24 @@ pub fn run(args: Args) -> Result<()> {
         .prefetch_bytes(args.prefetch_mib << 20)
         .result_format(ResultFormat::ArrowLz4)
         .build()?;
+    // The warehouse's execution time is not the client's: submit and wait first, then time the
+    // download and decode of the result (the part the disk ceiling measures), and report the
+    // whole round trip separately.
     let started = Instant::now();
-    let stream = client.execute_request(&StatementRequest::new(sql))?;
+    let submitted = client.submit(&StatementRequest::new(sql))?;
+    let succeeded = client.wait(submitted.id(), None)?;
+    let execute_secs = started.elapsed().as_secs_f64();
+    let reading = Instant::now();
+    let stream = client.result_stream(succeeded)?;
     let mut first_batch = None;
     let mut client_rows = 0;
     for batch in stream {
         let batch = batch?;
-        first_batch.get_or_insert_with(|| started.elapsed().as_secs_f64());
+        first_batch.get_or_insert_with(|| reading.elapsed().as_secs_f64());
         client_rows += batch.num_rows();
     }
-    let client_secs = started.elapsed().as_secs_f64();
+    let client_secs = reading.elapsed().as_secs_f64();
+    let round_trip_secs = started.elapsed().as_secs_f64();
     if client_rows != rows {
         bail!("the client read {client_rows} rows, the files hold {rows}");
     }
@@ -149,15 +157,18 @@ pub fn run(args: Args) -> Result<()> {
         "raw_fetch_mb_s": mb_per_s(ipc_bytes, fetch_secs),
         "decode_mb_s_per_core": decode_mb_s,
         "disk_ceiling_mb_s": ceiling_mb_s,
-        "client_end_to_end_mb_s": client_mb_s,
+        "client_result_mb_s": client_mb_s,
         "client_time_to_first_batch_s": first_batch,
+        "warehouse_execute_s": execute_secs,
+        "round_trip_mb_s": mb_per_s(ipc_bytes, round_trip_secs),
         "ratio_client_to_ceiling": client_mb_s / ceiling_mb_s,
     }));
     eprintln!(
         "{rows} rows, {:.0} MB of Arrow in {chunks} chunks ({:.0} MB LZ4)\n\
          decode, one core:       {decode_mb_s:>8.0} MB/s\n\
          disk ceiling, {} thr:    {ceiling_mb_s:>8.0} MB/s\n\
-         client end to end:      {client_mb_s:>8.0} MB/s  ({:.0}% of the ceiling)",
+         client, result read:    {client_mb_s:>8.0} MB/s  ({:.0}% of the ceiling)\n\
+         (the emulator executed the statement in {execute_secs:.1} s before that)",
         ipc_bytes as f64 / 1e6,
         compressed as f64 / 1e6,
         args.threads,
