@@ -66,6 +66,8 @@ pub(crate) struct Api {
     pub reauth_on_401: bool,
     /// Timeout of the best-effort release calls made when a stream or session is dropped.
     pub close_timeout: Duration,
+    /// Workspace API calls retried (each retry counts once), for metrics.
+    pub retries: std::sync::atomic::AtomicU64,
 }
 
 impl Api {
@@ -176,6 +178,8 @@ impl Api {
                 }
             }
             tracing::info!(request = %request, attempt, delay_ms = delay.as_millis() as u64, error = %failure, "retrying");
+            self.retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if !sleep_unless(delay, call.cancel) {
                 return Err(failure);
             }

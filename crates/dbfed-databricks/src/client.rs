@@ -757,6 +757,7 @@ impl ClientBuilder {
             request_timeout: self.request_timeout,
             reauth_on_401,
             close_timeout: self.close_timeout,
+            retries: Default::default(),
         });
         Ok(Client {
             inner: Arc::new(ClientInner {
@@ -827,6 +828,15 @@ impl Client {
     /// The configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// Workspace API calls this client (and its clones) retried after a transient failure
+    /// (429, 503, connection errors, ...), since it was built.
+    pub fn retries(&self) -> u64 {
+        self.inner
+            .api
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `sql` with `params` and returns its result stream once the statement succeeded.

@@ -77,6 +77,10 @@ impl DatabricksDriver {
 }
 
 impl Driver for DatabricksDriver {
+    fn retries(&self) -> u64 {
+        self.client.retries()
+    }
+
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError> {
         let session = self
             .client

@@ -15,6 +15,12 @@ use crate::error::DriverError;
 pub trait Driver: Send + Sync + 'static {
     /// Opens a new connection (for Databricks: creates a SQL session).
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError>;
+
+    /// Requests the driver retried after transient failures so far (reported in the
+    /// executor's metrics). Default: 0, for drivers that do not retry or do not count.
+    fn retries(&self) -> u64 {
+        0
+    }
 }
 
 /// One blocking connection (session). The executor uses it from one worker thread at a time.

@@ -653,6 +653,7 @@ impl Executor {
             rows: Counters::get(&c.rows),
             bytes: Counters::get(&c.bytes),
             starved: Counters::get(&c.starved),
+            retries: shared.pool.driver_retries(),
             sessions_opened: Counters::get(&c.sessions_opened),
             sessions_closed: Counters::get(&c.sessions_closed),
             sessions_discarded: Counters::get(&c.sessions_discarded),

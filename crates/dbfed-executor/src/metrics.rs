@@ -184,6 +184,8 @@ pub struct MetricsSnapshot {
     pub bytes: u64,
     /// Queries that waited in the queue longer than the starvation threshold.
     pub starved: u64,
+    /// Requests the driver retried after transient failures (429, 503, resets, ...).
+    pub retries: u64,
     /// Sessions opened.
     pub sessions_opened: u64,
     /// Sessions closed (returned overflow, recycled, shutdown).

@@ -150,6 +150,11 @@ impl Pool {
         driver.connect().map_err(ExecutorError::Driver)
     }
 
+    /// Retries reported by the driver (0 after shutdown).
+    pub fn driver_retries(&self) -> u64 {
+        self.driver.lock().as_ref().map_or(0, |d| d.retries())
+    }
+
     /// Releases the driver (after [`Pool::close_all`]).
     pub fn take_driver(&self) -> Option<Arc<dyn Driver>> {
         self.driver.lock().take()
