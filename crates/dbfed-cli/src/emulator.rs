@@ -53,6 +53,11 @@ pub struct EmulatorArgs {
     /// Rows per result chunk.
     #[arg(long, default_value_t = 100_000)]
     pub chunk_rows: usize,
+    /// Largest chunk, in bytes of Arrow data (a chunk ends at whichever limit comes first).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub chunk_bytes: usize,
+    #[arg(long = "fault", help = crate::faults::FAULT_HELP)]
+    pub faults: Vec<String>,
     /// Serve HTTPS with a fresh self-signed certificate.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub tls_self_signed: bool,
@@ -81,7 +86,8 @@ impl EmulatorArgs {
             .chunk_latency(Duration::from_millis(self.chunk_latency_ms))
             .max_concurrent_statements(self.max_concurrent_statements)
             .max_queued_statements(self.max_queued_statements)
-            .chunk_rows(self.chunk_rows);
+            .chunk_rows(self.chunk_rows)
+            .chunk_bytes(self.chunk_bytes);
         if let Some(dir) = &self.data_dir {
             builder = builder.data_dir(dir);
         }
@@ -113,6 +119,11 @@ impl EmulatorArgs {
 /// Runs the emulator until Ctrl-C. The first line on stdout is `listening on <url>`.
 pub fn run(args: EmulatorArgs) -> Result<()> {
     let builder = args.builder()?;
+    let faults = args
+        .faults
+        .iter()
+        .map(|spec| crate::faults::parse_fault(spec))
+        .collect::<Result<Vec<_>>>()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dbfed-emulator")
@@ -123,6 +134,9 @@ pub fn run(args: EmulatorArgs) -> Result<()> {
             .start(&args.listen)
             .await
             .with_context(|| format!("cannot start the emulator on {}", args.listen))?;
+        for fault in faults {
+            handle.faults().inject(fault);
+        }
         println!("listening on {}", handle.url());
         std::io::stdout().flush().ok();
         tokio::signal::ctrl_c()

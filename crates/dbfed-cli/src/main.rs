@@ -2,6 +2,7 @@
 
 mod demo;
 mod emulator;
+mod faults;
 mod output;
 mod query;
 

@@ -206,3 +206,38 @@ fn query_errors_are_clear() {
         stderr(&bad_scale)
     );
 }
+
+#[test]
+fn emulator_faults_from_the_command_line() {
+    let home = tempfile::tempdir().expect("temp home");
+    let emulator = start_emulator(
+        home.path(),
+        &["--fault", "execute:503,retry-after=7,times=1"],
+    );
+    let http = reqwest::blocking::Client::new();
+    let execute = || {
+        http.post(format!("{}/api/2.0/sql/statements", emulator.url))
+            .bearer_auth("dapi-cli-test")
+            .json(&serde_json::json!({"statement": "SELECT 1", "warehouse_id": "w"}))
+            .send()
+            .expect("request")
+    };
+    let first = execute();
+    assert_eq!(first.status().as_u16(), 503);
+    assert_eq!(
+        first
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("7")
+    );
+    assert!(execute().status().is_success(), "the fault fired once");
+
+    let bad = run(dbfed(home.path()).args(["emulator", "--fault", "chunks:503"]));
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("unknown endpoint `chunks`"),
+        "{}",
+        stderr(&bad)
+    );
+}
