@@ -4,9 +4,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use dbfed_databricks::config::ClientConfig;
+use dbfed_databricks::config::{ClientConfig, ClientConfigBuilder};
 use dbfed_databricks::{Client, Param};
-use dbfed_emulator::Emulator;
+use dbfed_emulator::{BackgroundEmulator, Emulator, EmulatorBuilder};
 
 use crate::output::{OutputFormat, write_results};
 
@@ -44,26 +44,38 @@ pub struct DemoArgs {
     pub tpch_scale: f64,
 }
 
+/// Starts an embedded emulator (accepting [`DEMO_TOKEN`]) on `listen` and returns it with a
+/// client configuration pointing at it.
+pub fn embedded_emulator(
+    builder: EmulatorBuilder,
+    listen: &str,
+) -> Result<(BackgroundEmulator, ClientConfigBuilder)> {
+    let emulator = builder
+        .token(DEMO_TOKEN)
+        .spawn(listen)
+        .with_context(|| format!("cannot start the embedded emulator on {listen}"))?;
+    let config = ClientConfig::builder()
+        .host(emulator.url())
+        .warehouse_id(DEMO_WAREHOUSE)
+        .token(DEMO_TOKEN);
+    Ok((emulator, config))
+}
+
 /// Runs `dbfed demo`.
 pub fn run(args: DemoArgs) -> Result<()> {
-    let emulator = Emulator::builder()
-        .tpch_scale(args.tpch_scale)
-        .token(DEMO_TOKEN)
-        .chunk_rows(20_000)
-        .spawn(&args.listen)
-        .with_context(|| format!("cannot start the emulator on {}", args.listen))?;
+    let (emulator, config) = embedded_emulator(
+        Emulator::builder()
+            .tpch_scale(args.tpch_scale)
+            .chunk_rows(20_000),
+        &args.listen,
+    )?;
     println!("listening on {}", emulator.url());
     println!(
         "(a local Databricks SQL Warehouse emulator with samples.tpch at scale {})\n",
         args.tpch_scale
     );
 
-    let config = ClientConfig::builder()
-        .host(emulator.url())
-        .warehouse_id(DEMO_WAREHOUSE)
-        .token(DEMO_TOKEN)
-        .build()?;
-    let client = Client::builder(config).build()?;
+    let client = Client::builder(config.build()?).build()?;
 
     println!("-- revenue per nation in ASIA, 1995 (parameters :region and :year)");
     let started = Instant::now();

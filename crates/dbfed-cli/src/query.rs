@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use dbfed_databricks::config::{ClientConfig, ClientConfigBuilder};
+use dbfed_databricks::config::ClientConfigBuilder;
 use dbfed_databricks::{Client, Param, ResultFormat};
 
 use crate::output::{OutputFormat, open_output, write_results};
@@ -81,14 +81,8 @@ pub fn run(args: QueryArgs) -> Result<()> {
 
     let mut emulator = None;
     let mut builder = if args.emulator {
-        let background = dbfed_emulator::Emulator::builder()
-            .token(crate::demo::DEMO_TOKEN)
-            .spawn("127.0.0.1:0")
-            .context("cannot start the embedded emulator")?;
-        let builder = ClientConfig::builder()
-            .host(background.url())
-            .warehouse_id(crate::demo::DEMO_WAREHOUSE)
-            .token(crate::demo::DEMO_TOKEN);
+        let (background, builder) =
+            crate::demo::embedded_emulator(dbfed_emulator::Emulator::builder(), "127.0.0.1:0")?;
         emulator = Some(background);
         builder
     } else {
