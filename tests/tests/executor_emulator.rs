@@ -764,3 +764,58 @@ fn queries_dropped_at_every_stage_leave_nothing_running() {
         .collect();
     assert!(left.is_empty(), "statements left running: {left:?}");
 }
+
+#[test]
+fn shutdown_with_a_paused_consumer_returns_and_releases_the_statement() {
+    let emulator = start(Emulator::builder().chunk_rows(500));
+    let client = client_builder(&emulator)
+        .download_threads(1)
+        .prefetch_bytes(1)
+        .build()
+        .expect("client builds");
+    let executor = executor(client)
+        .threads(1)
+        .stream_buffer(1)
+        .build()
+        .expect("valid");
+    let rt = runtime();
+    let mut stream = rt.block_on(async {
+        let mut stream = executor.query(MANY_CHUNKS, &[]).await.expect("runs");
+        let first = stream.next().await.expect("an item").expect("a batch");
+        // The consumer pauses: one batch waits in the buffer, the worker holds the next one
+        // and waits for room.
+        let rows = first.num_rows() as u64;
+        eventually("the worker waits for the consumer", || {
+            executor.metrics().rows >= 3 * rows
+        })
+        .await;
+        stream
+    });
+    let id = stream.statement_id().expect("a statement id").to_owned();
+    // Shutdown must not wait for the paused consumer (hang guard: 30 s).
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        executor.shutdown();
+        drop(executor);
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("shutdown returns while a consumer pauses");
+    // The consumer then gets the buffered rows and an error: never a silent, short result.
+    let rest: Vec<Result<RecordBatch, ExecutorError>> = rt.block_on(async {
+        let mut rest = Vec::new();
+        while let Some(item) = stream.next().await {
+            rest.push(item);
+            assert!(rest.len() < 100, "the stream ends");
+        }
+        rest
+    });
+    assert!(
+        matches!(rest.last(), Some(Err(ExecutorError::Shutdown))),
+        "{rest:?}"
+    );
+    let record = wait_for_record(&emulator, &id, |r| r.state.is_terminal());
+    assert!(record.state.is_terminal(), "{:?}", record.state);
+    assert!(no_statement_running(&emulator));
+}

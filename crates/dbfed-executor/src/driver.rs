@@ -142,6 +142,8 @@ struct TokenInner {
     canceled: AtomicBool,
     callbacks: Mutex<Vec<Callback>>,
     changed: Condvar,
+    /// Wakes async waiters ([`CancelToken::cancelled`]).
+    notify: tokio::sync::Notify,
 }
 
 /// A cancellation signal shared by a query's async side and the worker running it.
@@ -174,6 +176,7 @@ impl CancelToken {
                 canceled: AtomicBool::new(false),
                 callbacks: Mutex::new(Vec::new()),
                 changed: Condvar::new(),
+                notify: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -198,6 +201,20 @@ impl CancelToken {
             }
         }
         self.is_canceled()
+    }
+
+    /// Completes once the token is canceled (at once if it already is). Runtime-agnostic: a
+    /// worker thread may wait on it with `futures::executor::block_on`.
+    pub async fn cancelled(&self) {
+        loop {
+            let mut notified = std::pin::pin!(self.inner.notify.notified());
+            // Registered before the check, so a cancel in between is not lost.
+            notified.as_mut().enable();
+            if self.is_canceled() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Runs `callback` when the token is canceled (at once, on this thread, if it already is).
@@ -225,6 +242,7 @@ impl CancelToken {
             self.inner.changed.notify_all();
             std::mem::take(&mut *callbacks)
         };
+        self.inner.notify.notify_waiters();
         for callback in callbacks {
             callback();
         }
@@ -263,5 +281,16 @@ mod tests {
         let waiter = std::thread::spawn(move || t.wait_timeout(Duration::from_secs(60)));
         token.cancel();
         assert!(waiter.join().expect("waiter does not panic"));
+    }
+
+    #[test]
+    fn cancelled_completes_on_cancel_from_another_thread() {
+        let token = CancelToken::new();
+        let t = token.clone();
+        let waiter = std::thread::spawn(move || futures::executor::block_on(t.cancelled()));
+        token.cancel();
+        waiter.join().expect("waiter does not panic");
+        // Already canceled: completes at once.
+        futures::executor::block_on(token.cancelled());
     }
 }

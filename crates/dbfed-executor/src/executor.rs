@@ -281,10 +281,19 @@ impl ExecutorBuilder {
     /// Validates the settings, starts the worker and housekeeping threads.
     pub fn build(self) -> Result<Executor, ConfigError> {
         let err = |m: String| Err(ConfigError(m));
-        let threads = self
-            .threads
-            .or(self.pool_size.map(|p| p + self.max_overflow))
-            .unwrap_or(8);
+        let threads = match (self.threads, self.pool_size) {
+            (Some(threads), _) => threads,
+            (None, Some(p)) => match p.checked_add(self.max_overflow) {
+                Some(t) => t,
+                None => {
+                    return err(format!(
+                        "pool_size ({p}) + max_overflow ({}) is too large",
+                        self.max_overflow
+                    ));
+                }
+            },
+            (None, None) => 8,
+        };
         if threads == 0 {
             return err("threads must be at least 1".into());
         }
@@ -300,14 +309,16 @@ impl ExecutorBuilder {
         if pool_size == 0 {
             return err("pool_size must be at least 1".into());
         }
-        let capacity = pool_size + self.max_overflow;
+        let capacity = pool_size.saturating_add(self.max_overflow);
         if capacity > threads {
             return err(format!(
                 "pool_size + max_overflow ({capacity}) exceeds threads ({threads}): \
                  each worker uses one session at a time, so sessions beyond threads are never used"
             ));
         }
-        if threads > 2 * capacity {
+        // In submit-and-poll mode workers read results without a session: more workers than
+        // sessions is the point there.
+        if self.mode == ExecutionMode::ThreadPerQuery && threads > capacity.saturating_mul(2) {
             return err(format!(
                 "threads ({threads}) exceed twice pool_size + max_overflow ({capacity}): \
                  the extra workers would only wait for sessions"
@@ -327,8 +338,11 @@ impl ExecutorBuilder {
         if self.stream_buffer == 0 {
             return err("stream_buffer must be at least 1".into());
         }
-        if self.queue_timeout.is_zero() || self.pool_timeout.is_zero() {
-            return err("queue_timeout and pool_timeout must be positive".into());
+        if self.queue_timeout.is_zero() {
+            return err("queue_timeout must be positive".into());
+        }
+        if self.pool_timeout.is_zero() {
+            return err("pool_timeout must be positive".into());
         }
         if self.poll_interval.0.is_zero() || self.poll_interval.1 < self.poll_interval.0 {
             return err("poll_interval needs 0 < min <= max".into());
@@ -430,11 +444,12 @@ impl Handle {
     /// Runs the teardown on a scoped thread: it joins threads and closes sessions over HTTP,
     /// which must not happen on an async runtime's thread.
     fn shutdown(&self) {
+        let run = || teardown(&self.shared, std::mem::take(&mut *self.threads.lock()));
         std::thread::scope(|scope| {
-            let teardown = std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("dbfed-shutdown".into())
-                .spawn_scoped(scope, || self.teardown());
-            match teardown {
+                .spawn_scoped(scope, run);
+            match thread {
                 Ok(thread) => {
                     if thread.join().is_err() {
                         tracing::error!("the executor's teardown panicked");
@@ -442,44 +457,65 @@ impl Handle {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start a teardown thread: tearing down here");
-                    self.teardown();
+                    run();
                 }
             }
         });
     }
+}
 
-    fn teardown(&self) {
-        let queued = {
-            let mut state = self.shared.state.lock();
-            state.shutdown = true;
-            let running: Vec<CancelToken> = state.running.values().cloned().collect();
-            state.cancels.extend(running);
-            self.shared.work.notify_all();
-            self.shared.housekeeping.notify_all();
-            self.shared.poller.notify_all();
-            let mut queued = state.queue.drain();
-            queued.extend(std::mem::take(&mut state.fetch));
-            queued
-        };
-        for job in queued {
-            let _ = job.end.send(Err(ExecutorError::Shutdown));
-        }
-        self.shared.pool.close_all();
-        let threads = std::mem::take(&mut *self.threads.lock());
-        for thread in threads {
-            if thread.join().is_err() {
-                tracing::error!("an executor thread panicked");
-            }
-        }
-        // Sessions returned by the workers after the first `close_all` were closed on return.
-        self.shared.pool.close_all();
-        drop(self.shared.pool.take_driver());
+/// Marks the executor shut down: running queries are canceled, queued ones fail. Never blocks.
+fn begin_shutdown(shared: &Shared) {
+    let queued = {
+        let mut state = shared.state.lock();
+        state.shutdown = true;
+        let running: Vec<CancelToken> = state.running.values().cloned().collect();
+        state.cancels.extend(running);
+        shared.work.notify_all();
+        shared.housekeeping.notify_all();
+        shared.poller.notify_all();
+        let mut queued = state.queue.drain();
+        queued.extend(std::mem::take(&mut state.fetch));
+        queued
+    };
+    for job in queued {
+        let _ = job.end.send(Err(ExecutorError::Shutdown));
     }
 }
 
+/// Stops the executor (see [`Executor::shutdown`]); blocks until every thread is joined.
+fn teardown(shared: &Shared, threads: Vec<JoinHandle<()>>) {
+    begin_shutdown(shared);
+    shared.pool.close_all();
+    for thread in threads {
+        if thread.join().is_err() {
+            tracing::error!("an executor thread panicked");
+        }
+    }
+    // Sessions returned by the workers after the first `close_all` were closed on return.
+    shared.pool.close_all();
+    drop(shared.pool.take_driver());
+}
+
 impl Drop for Handle {
+    /// Dropping the last [`Executor`] clone shuts it down. On a tokio runtime thread this must
+    /// not block (joining workers that wait for a slow driver, closing sessions over HTTP
+    /// would stall every task of that thread): the teardown then runs on a detached thread.
     fn drop(&mut self) {
-        self.shutdown();
+        if tokio::runtime::Handle::try_current().is_err() {
+            self.shutdown();
+            return;
+        }
+        let shared = self.shared.clone();
+        let threads = std::mem::take(&mut *self.threads.lock());
+        let detached = std::thread::Builder::new()
+            .name("dbfed-shutdown".into())
+            .spawn(move || teardown(&shared, threads));
+        if let Err(e) = detached {
+            // The threads are detached now; at least stop them and fail the waiting queries.
+            tracing::warn!(error = %e, "cannot start a teardown thread: not joining the workers");
+            begin_shutdown(&self.shared);
+        }
     }
 }
 
@@ -487,7 +523,8 @@ impl Drop for Handle {
 /// results to async code.
 ///
 /// Cheap to clone; the last clone dropped shuts the executor down (see
-/// [`Executor::shutdown`]).
+/// [`Executor::shutdown`]). Dropped on a tokio runtime thread, it does not block: the
+/// teardown (joining threads, closing sessions) then finishes on a background thread.
 #[derive(Clone)]
 pub struct Executor {
     handle: Arc<Handle>,
@@ -664,7 +701,9 @@ impl Executor {
 
     /// Stops the executor: queued queries fail with [`ExecutorError::Shutdown`], running ones
     /// are canceled, every thread is joined and the pooled sessions are closed. Blocks until
-    /// done; later queries fail with `Shutdown`. Also runs when the last clone is dropped.
+    /// done (call it off the async runtime, e.g. in `spawn_blocking`); later queries fail with
+    /// `Shutdown`. A stream still being read, or paused, ends with [`ExecutorError::Shutdown`]
+    /// after the batches already buffered. Also runs when the last clone is dropped.
     pub fn shutdown(&self) {
         self.handle.shutdown();
     }
@@ -686,7 +725,13 @@ fn worker(shared: &Shared) {
             }
         };
         let id = job.id;
-        run(shared, job);
+        // Driver calls are caught inside `run`; anything else a driver does (a panicking
+        // `statement_id`, a `Drop`) must not take the worker down: the thread count would
+        // shrink silently. The query's stream then ends with `Incomplete`.
+        if catch_unwind(AssertUnwindSafe(|| run(shared, job))).is_err() {
+            Counters::add(&shared.counters.panics, 1);
+            tracing::error!(query_id = id, "the driver panicked outside a driver call");
+        }
         shared.state.lock().running.remove(&id);
     }
 }
@@ -740,17 +785,21 @@ fn finish(counters: &Counters, job: Job, end: Option<ExecutorError>) {
     let Job {
         tx, end: end_tx, ..
     } = job;
+    // The outcome is sent before it is counted: whoever sees the count can read the outcome.
     match end {
         None => {
-            Counters::add(&counters.completed, 1);
             let _ = end_tx.send(Ok(()));
+            Counters::add(&counters.completed, 1);
         }
         Some(e) => {
-            if !matches!(e, ExecutorError::Canceled) {
-                Counters::add(&counters.failed, 1);
+            let failed = !matches!(e, ExecutorError::Canceled);
+            if failed {
                 tracing::debug!(error = %e, "query failed");
             }
             let _ = end_tx.send(Err(e));
+            if failed {
+                Counters::add(&counters.failed, 1);
+            }
         }
     }
     // Closing the batch channel after the outcome is set lets the stream read it.
@@ -828,7 +877,7 @@ fn execute(shared: &Shared, job: &mut Job) -> Outcome {
         Err(e) => {
             checkout.broken = e.is_connection_broken();
             if job.token.is_canceled() {
-                return Outcome::Failed(ExecutorError::Canceled);
+                return Blocked::Canceled.outcome(shared);
             }
             return Outcome::Failed(ExecutorError::Driver(e));
         }
@@ -853,12 +902,17 @@ fn stream(shared: &Shared, job: &Job, execution: Execution) -> Outcome {
         schema: reader.schema(),
         statement_id,
     };
-    if job.tx.blocking_send(start).is_err() {
-        return Outcome::Abandoned;
+    if let Err(blocked) = send(job, start) {
+        return blocked.outcome(shared);
     }
     let mut rows = 0_u64;
     loop {
         match reader.next() {
+            None if job.token.is_canceled() => {
+                // A reader may stop early when interrupted: after a cancel its end does not
+                // prove every row was read.
+                return Blocked::Canceled.outcome(shared);
+            }
             None => {
                 tracing::debug!(rows, "query complete");
                 return Outcome::Done;
@@ -867,19 +921,63 @@ fn stream(shared: &Shared, job: &Job, execution: Execution) -> Outcome {
                 rows += batch.num_rows() as u64;
                 Counters::add(&shared.counters.rows, batch.num_rows() as u64);
                 Counters::add(&shared.counters.bytes, batch.get_array_memory_size() as u64);
-                if job.tx.blocking_send(Msg::Batch(batch)).is_err() {
-                    tracing::debug!("stream dropped: stopping the query");
-                    return Outcome::Abandoned;
+                if let Err(blocked) = send(job, Msg::Batch(batch)) {
+                    tracing::debug!(?blocked, "stopping the query");
+                    return blocked.outcome(shared);
                 }
             }
             Some(Err(e)) => {
                 if job.token.is_canceled() {
-                    return Outcome::Failed(ExecutorError::Canceled);
+                    return Blocked::Canceled.outcome(shared);
                 }
                 return Outcome::Failed(ExecutorError::Driver(arrow_to_driver(e)));
             }
         }
     }
+}
+
+/// Why [`send`] could not deliver a message.
+#[derive(Debug)]
+enum Blocked {
+    /// The stream was dropped.
+    Closed,
+    /// The query was canceled (the stream is being dropped, or the executor shuts down).
+    Canceled,
+}
+
+impl Blocked {
+    fn outcome(self, shared: &Shared) -> Outcome {
+        match self {
+            Blocked::Closed => Outcome::Abandoned,
+            Blocked::Canceled if shared.state.lock().shutdown => {
+                Outcome::Failed(ExecutorError::Shutdown)
+            }
+            Blocked::Canceled => Outcome::Failed(ExecutorError::Canceled),
+        }
+    }
+}
+
+/// Sends `msg` to the query's stream, waiting while its buffer is full (backpressure) but
+/// never past a cancellation: a paused consumer must not keep a worker, and with it
+/// [`Executor::shutdown`], blocked forever.
+fn send(job: &Job, msg: Msg) -> std::result::Result<(), Blocked> {
+    if job.token.is_canceled() {
+        // Canceled (by shutdown, or the stream is going away) while the consumer still
+        // reads: stop, whatever the reader would still produce.
+        return Err(Blocked::Canceled);
+    }
+    futures::executor::block_on(async {
+        let reserve = std::pin::pin!(job.tx.reserve());
+        let canceled = std::pin::pin!(job.token.cancelled());
+        match futures::future::select(reserve, canceled).await {
+            futures::future::Either::Left((Ok(permit), _)) => {
+                permit.send(msg);
+                Ok(())
+            }
+            futures::future::Either::Left((Err(_), _)) => Err(Blocked::Closed),
+            futures::future::Either::Right(((), _)) => Err(Blocked::Canceled),
+        }
+    })
 }
 
 fn hand_to_poller(shared: &Shared, job: Job, pending: Box<dyn PendingStatement>) {
@@ -891,8 +989,7 @@ fn hand_to_poller(shared: &Shared, job: Job, pending: Box<dyn PendingStatement>)
     let mut state = shared.state.lock();
     if state.shutdown {
         drop(state);
-        let mut pending = pending;
-        pending.cancel();
+        cancel_pending(pending);
         finish(&shared.counters, job, Some(ExecutorError::Shutdown));
         return;
     }
@@ -908,6 +1005,14 @@ fn hand_to_poller(shared: &Shared, job: Job, pending: Box<dyn PendingStatement>)
         interval,
     });
     shared.poller.notify_one();
+}
+
+/// Cancels a submitted statement on the server. A driver that panics here must not take the
+/// poller (and with it every running statement) or a worker down.
+fn cancel_pending(mut pending: Box<dyn PendingStatement>) {
+    if catch_unwind(AssertUnwindSafe(|| pending.cancel())).is_err() {
+        tracing::error!("the driver panicked while canceling a statement");
+    }
 }
 
 /// The poller thread (submit-and-poll mode): polls every running statement when due, hands
@@ -940,8 +1045,8 @@ fn poller(shared: &Shared) {
             }
             if state.shutdown {
                 drop(state);
-                for mut p in tracked.drain(..) {
-                    p.pending.cancel();
+                for p in tracked.drain(..) {
+                    cancel_pending(p.pending);
                     finish(counters, p.job, Some(ExecutorError::Shutdown));
                 }
                 shared.state.lock().polling = 0;
@@ -956,7 +1061,7 @@ fn poller(shared: &Shared) {
             let _enter = p.job.span.clone().entered();
             if p.job.token.is_canceled() || p.job.tx.is_closed() {
                 tracing::debug!("query abandoned while its statement runs: canceling it");
-                p.pending.cancel();
+                cancel_pending(p.pending);
                 finish(counters, p.job, Some(ExecutorError::Canceled));
                 gone += 1;
                 continue;
@@ -998,6 +1103,15 @@ fn poller(shared: &Shared) {
         tracked = still;
         let mut state = shared.state.lock();
         state.polling = state.polling.saturating_sub(gone);
+        if state.shutdown {
+            // The workers are gone (or going) and the teardown already drained `fetch`:
+            // a finished statement queued now would never be read, its query never answered.
+            drop(state);
+            for job in finished {
+                finish(counters, job, Some(ExecutorError::Shutdown));
+            }
+            continue;
+        }
         for _ in 0..finished.len() {
             shared.work.notify_one();
         }
@@ -1037,6 +1151,11 @@ fn housekeeper(shared: &Shared) {
                 shared.counters.queue_wait.record(waited);
                 Counters::add(&shared.counters.queue_timeouts, 1);
                 let _enter = job.span.enter();
+                // The most starved queries are those that never ran.
+                if waited > shared.config.starvation_threshold {
+                    Counters::add(&shared.counters.starved, 1);
+                    tracing::warn!(?waited, "query starved in the admission queue");
+                }
                 tracing::debug!(?waited, "query timed out in the admission queue");
                 let _ = job
                     .end

@@ -48,6 +48,27 @@ pub(crate) struct Pool {
     counters: Arc<Counters>,
 }
 
+/// A slot of `open` taken by a checkout; freed on drop unless kept.
+struct Slot<'a> {
+    pool: &'a Pool,
+    held: bool,
+}
+
+impl Slot<'_> {
+    /// The connection of this slot was handed out: it stays counted.
+    fn keep(mut self) {
+        self.held = false;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.pool.forget();
+        }
+    }
+}
+
 enum Next {
     Reuse(Idle),
     Open,
@@ -107,35 +128,38 @@ impl Pool {
                     self.freed.wait_until(&mut state, until);
                 }
             };
+            // Owns the slot counted in `open` until the connection is handed out, so a driver
+            // that panics in `connect`, `ping` or `close` does not leak it.
+            let slot = Slot {
+                pool: self,
+                held: true,
+            };
             match next {
-                Next::Open => match self.connect() {
-                    Ok(conn) => {
-                        Counters::add(&self.counters.sessions_opened, 1);
-                        return Ok(Pooled {
-                            conn,
-                            created: Instant::now(),
-                        });
-                    }
-                    Err(e) => {
-                        self.forget();
-                        return Err(e);
-                    }
-                },
+                Next::Open => {
+                    let conn = self.connect()?;
+                    slot.keep();
+                    Counters::add(&self.counters.sessions_opened, 1);
+                    return Ok(Pooled {
+                        conn,
+                        created: Instant::now(),
+                    });
+                }
                 Next::Reuse(mut idle) => {
                     if let Some(max_age) = self.config.recycle
                         && idle.created.elapsed() >= max_age
                     {
                         tracing::debug!("recycling a session past pool_recycle");
-                        self.close(idle.conn, false);
+                        self.dispose(idle.conn, false);
                         continue;
                     }
                     if self.config.pre_ping
                         && let Err(e) = idle.conn.ping()
                     {
                         tracing::info!(error = %e, "pre-ping failed: discarding the session");
-                        self.close(idle.conn, true);
+                        self.dispose(idle.conn, true);
                         continue;
                     }
+                    slot.keep();
                     return Ok(Pooled {
                         conn: idle.conn,
                         created: idle.created,

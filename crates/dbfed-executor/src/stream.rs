@@ -108,6 +108,16 @@ impl QueryStream {
     }
 }
 
+impl Drop for QueryStream {
+    fn drop(&mut self) {
+        // Dropped after the worker reported the end but before the consumer read it: the
+        // query completed (or failed), there is nothing to cancel, and it is no cancellation.
+        if !self.done && self.end.try_recv().is_ok() {
+            self.guard.finish();
+        }
+    }
+}
+
 impl Stream for QueryStream {
     type Item = Result<RecordBatch, ExecutorError>;
 

@@ -36,6 +36,14 @@ struct Fake {
     pending_canceled: AtomicUsize,
     /// A `stuck` reader is blocked until the canceller runs.
     stuck: AtomicBool,
+    /// `connect` panics while this is above 0 (and decrements it).
+    panic_connects: AtomicUsize,
+    /// `ping` panics while set.
+    panic_ping: AtomicBool,
+    /// `PendingStatement::cancel` panics while set.
+    panic_cancel: AtomicBool,
+    /// `PendingStatement::statement_id` panics while set.
+    panic_statement_id: AtomicBool,
 }
 
 /// A submitted `slow N` statement: ready after N polls.
@@ -44,6 +52,8 @@ struct FakePending {
     fake: Arc<Fake>,
     conn: usize,
     polls_left: usize,
+    /// `poll` blocks (counted in `in_gate`) until the gate opens, then reports done.
+    gated: bool,
 }
 
 impl std::fmt::Debug for Fake {
@@ -55,6 +65,18 @@ impl std::fmt::Debug for Fake {
 impl PendingStatement for FakePending {
     fn poll(&mut self) -> Result<bool, DriverError> {
         self.fake.polls.fetch_add(1, Ordering::SeqCst);
+        if self.gated {
+            self.fake.in_gate.fetch_add(1, Ordering::SeqCst);
+            let mut open = self.fake.gate_open.lock();
+            while !*open {
+                self.fake
+                    .gate_cv
+                    .wait_for(&mut open, Duration::from_secs(30));
+            }
+            drop(open);
+            self.fake.in_gate.fetch_sub(1, Ordering::SeqCst);
+            return Ok(true);
+        }
         if self.polls_left > 0 {
             self.polls_left -= 1;
             return Ok(false);
@@ -73,8 +95,18 @@ impl PendingStatement for FakePending {
         })))
     }
 
+    fn statement_id(&self) -> Option<&str> {
+        if self.fake.panic_statement_id.load(Ordering::SeqCst) {
+            panic!("statement_id boom");
+        }
+        None
+    }
+
     fn cancel(&mut self) {
         self.fake.pending_canceled.fetch_add(1, Ordering::SeqCst);
+        if self.fake.panic_cancel.load(Ordering::SeqCst) {
+            panic!("cancel boom");
+        }
     }
 }
 
@@ -119,6 +151,23 @@ struct FakeReader {
 impl Iterator for FakeReader {
     type Item = Result<RecordBatch, ArrowError>;
     fn next(&mut self) -> Option<Self::Item> {
+        if self.rows < 0 {
+            // `gate-read`: one batch, then block (ignoring cancellation) until the gate opens.
+            if self.sent == 0 {
+                self.sent = 1;
+                return Some(Ok(batch(0, 1)));
+            }
+            self.fake.in_gate.fetch_add(1, Ordering::SeqCst);
+            let mut open = self.fake.gate_open.lock();
+            while !*open {
+                self.fake
+                    .gate_cv
+                    .wait_for(&mut open, Duration::from_secs(30));
+            }
+            drop(open);
+            self.fake.in_gate.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
         if self.rows == 0 {
             // `stuck`: one batch, then block like a download until canceled.
             if self.sent == 0 {
@@ -162,6 +211,14 @@ impl Drop for FakeReader {
 
 impl Driver for FakeDriver {
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError> {
+        if self
+            .0
+            .panic_connects
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("connect boom");
+        }
         let id = self.0.connects.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(Box::new(FakeConnection {
             id,
@@ -212,6 +269,9 @@ impl Connection for FakeConnection {
             ["stuck"] => {
                 Ok(Execution::new(Box::new(reader(None, 0, None))).with_canceller(canceller))
             }
+            ["gate-read"] => {
+                Ok(Execution::new(Box::new(reader(None, -1, None))).with_canceller(canceller))
+            }
             ["panic"] => panic!("driver boom"),
             ["panic-mid"] => Ok(Execution::new(Box::new(reader(Some(5), 3, Some(1))))),
             ["fail"] => Err(DriverError::new(FakeError("syntax".into()))),
@@ -258,6 +318,16 @@ impl Connection for FakeConnection {
                     fake: self.fake.clone(),
                     conn: self.id,
                     polls_left: polls,
+                    gated: false,
+                })))
+            }
+            ["gated-poll"] => {
+                self.fake.submitted.fetch_add(1, Ordering::SeqCst);
+                Ok(Submitted::Pending(Box::new(FakePending {
+                    fake: self.fake.clone(),
+                    conn: self.id,
+                    polls_left: 0,
+                    gated: true,
                 })))
             }
             _ => self.execute(sql, params, cancel).map(Submitted::Ready),
@@ -266,6 +336,9 @@ impl Connection for FakeConnection {
 
     fn ping(&mut self) -> Result<(), DriverError> {
         self.fake.pings.fetch_add(1, Ordering::SeqCst);
+        if self.fake.panic_ping.load(Ordering::SeqCst) {
+            panic!("ping boom");
+        }
         if self.fake.dead.lock().contains(&self.id) {
             Err(DriverError::broken(FakeError("session gone".into())))
         } else {
@@ -690,7 +763,7 @@ async fn shutdown_fails_queued_queries_and_joins() {
     ));
     assert!(matches!(
         running.await.expect("task"),
-        Err(ExecutorError::Canceled)
+        Err(ExecutorError::Shutdown)
     ));
     assert_eq!(fake.canceled_in_execute.load(Ordering::SeqCst), 1);
     assert!(matches!(
@@ -737,6 +810,15 @@ fn invalid_configurations_are_rejected() {
     );
     assert!(build(d()).is_ok());
     assert!(build(d().threads(3).pool_size(2)).is_ok());
+    // Submit-and-poll workers read results without a session: fewer sessions are fine.
+    assert_eq!(
+        build(
+            d().mode(ExecutionMode::SubmitAndPoll)
+                .threads(8)
+                .pool_size(2)
+        ),
+        Ok(())
+    );
 }
 
 #[tokio::test]
@@ -889,4 +971,349 @@ async fn query_stream_is_lazy_and_reports_errors_as_items() {
         Some(Err(ExecutorError::Driver(_)))
     ));
     assert!(failing.next().await.is_none());
+}
+
+/// Runs `f` on its own thread and waits for it (hang guard: 10 s). Panics if it does not
+/// return: the operation blocked.
+fn returns_on_its_own(what: &str, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        panic!("{what} blocked");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_paused_consumer() {
+    let (fake, driver) = fake();
+    let executor = Executor::builder(driver)
+        .threads(1)
+        .stream_buffer(1)
+        .build()
+        .expect("valid");
+    let mut stream = executor.query("endless", &[]).await.expect("runs");
+    stream.next().await.expect("an item").expect("a batch");
+    // The consumer pauses: the worker fills the buffer and waits for room.
+    eventually("the buffer is full", || executor.metrics().rows >= 2 * 10).await;
+    // Only the stream keeps the executor's state alive now.
+    returns_on_its_own("shutdown with a paused consumer", move || {
+        executor.shutdown();
+    });
+    // The consumer sees the rows already buffered, then an error: never a silent end.
+    let mut last = None;
+    for _ in 0..10 {
+        match stream.next().await {
+            Some(Ok(_)) => continue,
+            other => {
+                last = Some(other);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(last, Some(Some(Err(ExecutorError::Shutdown)))),
+        "{last:?}"
+    );
+    assert!(stream.next().await.is_none());
+    assert_eq!(fake.readers_dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(fake.closes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_consumer_does_not_keep_a_canceled_query_running() {
+    let (fake, driver) = fake();
+    let executor = Executor::builder(driver)
+        .threads(1)
+        .stream_buffer(1)
+        .build()
+        .expect("valid");
+    let stream = executor.query("endless", &[]).await.expect("runs");
+    // Reads as fast as it can, forever (bounded: 100 000 batches).
+    let reader = tokio::spawn(async move {
+        let mut stream = stream;
+        let mut batches = 0_usize;
+        for _ in 0..100_000 {
+            match stream.next().await {
+                Some(Ok(_)) => batches += 1,
+                other => return (batches, other.map(|r| r.map(|_| ()))),
+            }
+        }
+        (batches, None)
+    });
+    eventually("batches flow", || executor.metrics().rows >= 100).await;
+    returns_on_its_own("shutdown with an endless reader", move || {
+        executor.shutdown();
+    });
+    let (batches, last) = reader.await.expect("task");
+    assert!(batches >= 10);
+    assert!(
+        matches!(last, Some(Err(ExecutorError::Shutdown))),
+        "{batches} batches, then {last:?}"
+    );
+    assert_eq!(fake.readers_dropped.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn dropping_the_last_clone_on_a_runtime_thread_does_not_block() {
+    let (fake, driver) = fake();
+    let executor = Executor::builder(driver).threads(1).build().expect("valid");
+    let mut stream = executor.query("gate-read", &[]).await.expect("runs");
+    stream.next().await.expect("an item").expect("a batch");
+    eventually("the reader blocks in the driver", || {
+        fake.in_gate.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Hang guard: the gate opens by itself after 10 s.
+    let done = Arc::new(AtomicBool::new(false));
+    let guard = {
+        let (fake, done) = (fake.clone(), done.clone());
+        std::thread::spawn(move || {
+            for _ in 0..1000 {
+                if done.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            fake.open_gate();
+        })
+    };
+    // The last clone, dropped on this runtime thread: must not wait for the driver call (nor
+    // join any thread).
+    drop(executor);
+    assert_eq!(
+        fake.in_gate.load(Ordering::SeqCst),
+        1,
+        "dropping the executor waited for the running driver call"
+    );
+    done.store(true, Ordering::SeqCst);
+    guard.join().expect("guard thread");
+    // The teardown runs in the background: it cancels the query...
+    eventually("the query is canceled", || {
+        fake.canceller_runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // ...whose reader then ends (ignoring the cancel): that end proves nothing, the stream
+    // reports the shutdown rather than a silently short result. The session is closed.
+    fake.open_gate();
+    let last = stream.next().await;
+    assert!(
+        matches!(last, Some(Err(ExecutorError::Shutdown))),
+        "{last:?}"
+    );
+    eventually("the session is closed", || {
+        fake.closes.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_panic_in_connect_or_ping_does_not_leak_a_pool_slot() {
+    let (fake, driver) = fake();
+    let executor = Executor::builder(driver)
+        .threads(1)
+        .pre_ping(true)
+        .pool_timeout(Duration::from_secs(5))
+        .build()
+        .expect("valid");
+    let run = |sql: &'static str| {
+        let e = executor.clone();
+        async move {
+            let s = e.query(sql, &[]).await?;
+            s.try_collect::<Vec<_>>().await
+        }
+    };
+    fake.panic_connects.store(1, Ordering::SeqCst);
+    let err = run("rows 1 1").await.expect_err("connect panics");
+    assert!(
+        matches!(&err, ExecutorError::WorkerPanic { message } if message == "connect boom"),
+        "{err:?}"
+    );
+    let batches = run("rows 1 1").await.expect("the slot is free again");
+    assert_eq!(values(&batches), vec![1000]);
+    fake.panic_ping.store(true, Ordering::SeqCst);
+    let err = run("rows 1 1").await.expect_err("ping panics");
+    assert!(
+        matches!(&err, ExecutorError::WorkerPanic { message } if message == "ping boom"),
+        "{err:?}"
+    );
+    fake.panic_ping.store(false, Ordering::SeqCst);
+    let batches = run("rows 1 1").await.expect("the slot is free again");
+    assert_eq!(values(&batches), vec![2000], "a fresh session");
+    let m = executor.metrics();
+    assert_eq!((m.pool_in_use, m.pool_idle, m.pool_timeouts), (0, 1, 0));
+}
+
+#[tokio::test]
+async fn a_statement_finishing_during_shutdown_still_answers_its_query() {
+    let (fake, driver) = fake();
+    let executor = Executor::builder(driver)
+        .threads(1)
+        .mode(ExecutionMode::SubmitAndPoll)
+        .build()
+        .expect("valid");
+    let e = executor.clone();
+    let query = tokio::spawn(async move { e.query("gated-poll", &[]).await.map(|_| ()) });
+    eventually("the poller polls the statement", || {
+        fake.in_gate.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let shutdown = std::thread::spawn(move || executor.shutdown());
+    // The teardown closed the idle session: the executor is marked shut down.
+    eventually("the teardown started", || {
+        fake.closes.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Now the statement finishes.
+    fake.open_gate();
+    let result = tokio::time::timeout(Duration::from_secs(10), query)
+        .await
+        .expect("the query is answered")
+        .expect("task");
+    assert!(matches!(result, Err(ExecutorError::Shutdown)), "{result:?}");
+    shutdown.join().expect("shutdown returns");
+}
+
+#[test]
+fn huge_sizes_are_rejected_not_overflowed() {
+    let (_, driver) = fake();
+    let err = Executor::builder(driver.clone())
+        .pool_size(usize::MAX)
+        .max_overflow(1)
+        .build()
+        .expect_err("too large");
+    assert!(err.to_string().contains("too large"), "{err}");
+    let err = Executor::builder(driver.clone())
+        .threads(4)
+        .pool_size(usize::MAX)
+        .max_overflow(usize::MAX)
+        .build()
+        .expect_err("too large");
+    assert!(err.to_string().contains("exceeds threads"), "{err}");
+    let err = Executor::builder(driver)
+        .pool_timeout(Duration::ZERO)
+        .build()
+        .expect_err("zero");
+    assert_eq!(
+        err.to_string(),
+        "invalid executor configuration: pool_timeout must be positive"
+    );
+}
+
+#[tokio::test]
+async fn a_panic_while_canceling_a_statement_does_not_stop_the_poller() {
+    let (fake, driver) = fake();
+    let executor = Executor::builder(driver)
+        .threads(1)
+        .mode(ExecutionMode::SubmitAndPoll)
+        .poll_interval(Duration::from_millis(1), Duration::from_millis(5))
+        .build()
+        .expect("valid");
+    fake.panic_cancel.store(true, Ordering::SeqCst);
+    let e = executor.clone();
+    let dropped = tokio::spawn(async move { e.query("slow 1000000", &[]).await.map(|_| ()) });
+    eventually("the statement is polled", || {
+        executor.metrics().polling == 1
+    })
+    .await;
+    dropped.abort();
+    eventually("the cancel ran", || {
+        fake.pending_canceled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    eventually("nothing is polled", || executor.metrics().polling == 0).await;
+    // The poller still tracks new statements to their end.
+    let batches = tokio::time::timeout(Duration::from_secs(10), async {
+        let s = executor.query("slow 2", &[]).await.expect("runs");
+        s.try_collect::<Vec<_>>().await.expect("completes")
+    })
+    .await
+    .expect("the poller still runs");
+    assert_eq!(values(&batches), vec![1000, 1001]);
+}
+
+#[tokio::test]
+async fn a_query_that_times_out_in_the_queue_counts_as_starved() {
+    let (fake, driver) = fake();
+    let executor = Executor::builder(driver)
+        .threads(1)
+        .queue_timeout(Duration::from_millis(200))
+        .starvation_threshold(Duration::from_millis(50))
+        .build()
+        .expect("valid");
+    let e = executor.clone();
+    let held = tokio::spawn(async move {
+        let s = e.query("gate", &[]).await.expect("runs");
+        s.try_collect::<Vec<_>>().await.expect("no error")
+    });
+    eventually("the worker is busy", || {
+        fake.in_gate.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let err = executor
+        .query("rows 1 1", &[])
+        .await
+        .expect_err("times out");
+    assert!(matches!(err, ExecutorError::QueueTimeout { .. }), "{err:?}");
+    let m = executor.metrics();
+    assert_eq!((m.queue_timeouts, m.starved), (1, 1), "{m:?}");
+    fake.open_gate();
+    held.await.expect("task");
+    assert_eq!(executor.metrics().starved, 1, "the gate query did not wait");
+}
+
+#[tokio::test]
+async fn dropping_a_finished_stream_before_its_end_is_no_cancellation() {
+    let (_, driver) = fake();
+    let executor = Executor::builder(driver)
+        .threads(1)
+        .stream_buffer(4)
+        .build()
+        .expect("valid");
+    let mut stream = executor.query("rows 2 1", &[]).await.expect("runs");
+    let batch = stream.next().await.expect("an item").expect("a batch");
+    assert_eq!(values(&[batch]), vec![1000, 1001]);
+    // The worker is done; the consumer stops without reading the end.
+    eventually("the query completed", || executor.metrics().completed == 1).await;
+    drop(stream);
+    // A later query runs through the same (single) worker: the drop was fully handled.
+    let again: Vec<RecordBatch> = executor
+        .query("rows 1 1", &[])
+        .await
+        .expect("runs")
+        .try_collect()
+        .await
+        .expect("completes");
+    assert_eq!(values(&again), vec![1000]);
+    let m = executor.metrics();
+    assert_eq!((m.completed, m.cancellations, m.failed), (2, 0, 0), "{m:?}");
+}
+
+#[tokio::test]
+async fn a_panic_outside_a_driver_call_ends_the_stream_and_keeps_the_worker() {
+    let (fake, driver) = fake();
+    let executor = Executor::builder(driver)
+        .threads(1)
+        .mode(ExecutionMode::SubmitAndPoll)
+        .queue_timeout(Duration::from_secs(5))
+        .poll_interval(Duration::from_millis(1), Duration::from_millis(5))
+        .build()
+        .expect("valid");
+    fake.panic_statement_id.store(true, Ordering::SeqCst);
+    let err = executor.query("slow 1", &[]).await.expect_err("panics");
+    assert!(matches!(err, ExecutorError::Incomplete), "{err:?}");
+    fake.panic_statement_id.store(false, Ordering::SeqCst);
+    // The single worker survived.
+    let batches: Vec<RecordBatch> = executor
+        .query("slow 1", &[])
+        .await
+        .expect("runs")
+        .try_collect()
+        .await
+        .expect("completes");
+    assert_eq!(values(&batches), vec![1000, 1001]);
+    let m = executor.metrics();
+    assert_eq!((m.panics, m.running, m.polling), (1, 0, 0), "{m:?}");
 }
