@@ -43,6 +43,38 @@ fn ints(batches: &[RecordBatch], column: usize) -> Vec<i64> {
         .collect()
 }
 
+/// Runs `queries` copies of `sql` at once (query `i` binds `:k` to `i % 25`), drains every stream
+/// and returns each query's key with the first column's values.
+fn run_concurrently(
+    rt: &tokio::runtime::Runtime,
+    executor: &Executor,
+    queries: usize,
+    sql: &'static str,
+) -> Vec<(i64, Vec<i64>)> {
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..queries as i64)
+            .map(|i| {
+                let executor = executor.clone();
+                tokio::spawn(async move {
+                    let key = i % 25;
+                    let stream = executor
+                        .query(sql, &[Param::new("k", key)])
+                        .await
+                        .expect("the query runs");
+                    let batches: Vec<RecordBatch> =
+                        stream.try_collect().await.expect("the stream completes");
+                    (key, ints(&batches, 0))
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(queries);
+        for task in tasks {
+            results.push(task.await.expect("the task does not panic"));
+        }
+        results
+    })
+}
+
 /// OS threads of this process.
 fn os_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -103,31 +135,12 @@ fn hundreds_of_concurrent_queries_run_on_a_bounded_number_of_threads() {
             }
         })
     };
-    let results: Vec<(i64, Vec<i64>)> = rt.block_on(async {
-        let tasks: Vec<_> = (0..QUERIES as i64)
-            .map(|i| {
-                let executor = executor.clone();
-                tokio::spawn(async move {
-                    let key = i % 25;
-                    let stream = executor
-                        .query(
-                            "SELECT n_nationkey FROM samples.tpch.nation WHERE n_nationkey = :k",
-                            &[Param::new("k", key)],
-                        )
-                        .await
-                        .expect("the query runs");
-                    let batches: Vec<RecordBatch> =
-                        stream.try_collect().await.expect("the stream completes");
-                    (key, ints(&batches, 0))
-                })
-            })
-            .collect();
-        let mut results = Vec::with_capacity(QUERIES);
-        for task in tasks {
-            results.push(task.await.expect("the task does not panic"));
-        }
-        results
-    });
+    let results = run_concurrently(
+        &rt,
+        &executor,
+        QUERIES,
+        "SELECT n_nationkey FROM samples.tpch.nation WHERE n_nationkey = :k",
+    );
     done.store(true, Ordering::Release);
     sampler.join().expect("the sampler does not panic");
 
@@ -464,31 +477,12 @@ fn submit_and_poll_keeps_many_statements_running_with_few_threads() {
         .queue_depth(QUERIES)
         .build()
         .expect("valid");
-    let results: Vec<(i64, Vec<i64>)> = rt.block_on(async {
-        let tasks: Vec<_> = (0..QUERIES as i64)
-            .map(|i| {
-                let executor = executor.clone();
-                tokio::spawn(async move {
-                    let key = i % 25;
-                    let stream = executor
-                        .query(
-                            "SELECT n_regionkey FROM samples.tpch.nation WHERE n_nationkey = :k",
-                            &[Param::new("k", key)],
-                        )
-                        .await
-                        .expect("the query runs");
-                    let batches: Vec<RecordBatch> =
-                        stream.try_collect().await.expect("the stream completes");
-                    (key, ints(&batches, 0))
-                })
-            })
-            .collect();
-        let mut results = Vec::with_capacity(QUERIES);
-        for task in tasks {
-            results.push(task.await.expect("the task does not panic"));
-        }
-        results
-    });
+    let results = run_concurrently(
+        &rt,
+        &executor,
+        QUERIES,
+        "SELECT n_regionkey FROM samples.tpch.nation WHERE n_nationkey = :k",
+    );
     // n_regionkey of nation n in TPC-H.
     const REGION: [i64; 25] = [
         0, 1, 1, 1, 4, 0, 3, 3, 2, 2, 4, 4, 2, 4, 0, 0, 0, 1, 2, 3, 4, 2, 3, 3, 1,

@@ -357,6 +357,22 @@ fn fake() -> (Arc<Fake>, FakeDriver) {
     (fake.clone(), FakeDriver(fake))
 }
 
+/// Runs a `gate` query that holds its worker (and session) until `fake.open_gate()`; returns
+/// once it is inside the gate. The task yields the query's batches.
+async fn hold_the_gate(
+    executor: &Executor,
+    fake: &Fake,
+    what: &str,
+) -> tokio::task::JoinHandle<Vec<RecordBatch>> {
+    let e = executor.clone();
+    let held = tokio::spawn(async move {
+        let s = e.query("gate", &[]).await.expect("runs");
+        s.try_collect::<Vec<_>>().await.expect("no error")
+    });
+    eventually(what, || fake.in_gate.load(Ordering::SeqCst) == 1).await;
+    held
+}
+
 /// Waits (bounded: 10 s hang guard) until `check` holds.
 async fn eventually(what: &str, check: impl Fn() -> bool) {
     for _ in 0..1000 {
@@ -492,15 +508,7 @@ async fn a_full_queue_overloads_and_a_long_wait_times_out() {
         .queue_timeout(Duration::from_millis(300))
         .build()
         .expect("valid");
-    let e = executor.clone();
-    let held = tokio::spawn(async move {
-        let s = e.query("gate", &[]).await.expect("runs");
-        s.try_collect::<Vec<_>>().await.expect("no error")
-    });
-    eventually("the worker is busy", || {
-        fake.in_gate.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let held = hold_the_gate(&executor, &fake, "the worker is busy").await;
     let e = executor.clone();
     let queued = tokio::spawn(async move { e.query("rows 1 1", &[]).await.map(|_| ()) });
     eventually("one query waits", || executor.metrics().queued == 1).await;
@@ -531,15 +539,7 @@ async fn checkout_times_out_when_the_pool_is_exhausted() {
         .pool_timeout(Duration::from_millis(200))
         .build()
         .expect("valid");
-    let e = executor.clone();
-    let held = tokio::spawn(async move {
-        let s = e.query("gate", &[]).await.expect("runs");
-        s.try_collect::<Vec<_>>().await.expect("no error")
-    });
-    eventually("the session is in use", || {
-        fake.in_gate.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let held = hold_the_gate(&executor, &fake, "the session is in use").await;
     let err = executor
         .query("rows 1 1", &[])
         .await
@@ -652,15 +652,7 @@ async fn pool_recycle_replaces_old_sessions() {
 async fn dropping_a_queued_future_leaves_the_queue() {
     let (fake, driver) = fake();
     let executor = Executor::builder(driver).threads(1).build().expect("valid");
-    let e = executor.clone();
-    let held = tokio::spawn(async move {
-        let s = e.query("gate", &[]).await.expect("runs");
-        s.try_collect::<Vec<_>>().await.expect("no error")
-    });
-    eventually("the worker is busy", || {
-        fake.in_gate.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let held = hold_the_gate(&executor, &fake, "the worker is busy").await;
     let e = executor.clone();
     let queued = tokio::spawn(async move { e.query("rows 1 1", &[]).await.map(|_| ()) });
     eventually("one query waits", || executor.metrics().queued == 1).await;
@@ -1243,15 +1235,7 @@ async fn a_query_that_times_out_in_the_queue_counts_as_starved() {
         .starvation_threshold(Duration::from_millis(50))
         .build()
         .expect("valid");
-    let e = executor.clone();
-    let held = tokio::spawn(async move {
-        let s = e.query("gate", &[]).await.expect("runs");
-        s.try_collect::<Vec<_>>().await.expect("no error")
-    });
-    eventually("the worker is busy", || {
-        fake.in_gate.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let held = hold_the_gate(&executor, &fake, "the worker is busy").await;
     let err = executor
         .query("rows 1 1", &[])
         .await
