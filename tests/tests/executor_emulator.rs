@@ -172,6 +172,18 @@ fn hundreds_of_concurrent_queries_run_on_a_bounded_number_of_threads() {
     drop(executor);
 }
 
+/// An emulator cutting results into chunks of `rows` rows, and a client that downloads one chunk
+/// at a time and at most one ahead, so a paused reader holds its worker and stops downloads.
+fn small_chunks_one_ahead(rows: usize) -> (BackgroundEmulator, Client) {
+    let emulator = start(Emulator::builder().chunk_rows(rows));
+    let client = client_builder(&emulator)
+        .download_threads(1)
+        .prefetch_bytes(1)
+        .build()
+        .expect("client builds");
+    (emulator, client)
+}
+
 /// Starts `MANY_CHUNKS` and reads one batch, so the worker and its session stay busy.
 async fn hold(executor: &Executor) -> QueryStream {
     let mut stream = executor.query(MANY_CHUNKS, &[]).await.expect("runs");
@@ -182,12 +194,7 @@ async fn hold(executor: &Executor) -> QueryStream {
 
 #[test]
 fn a_full_queue_overloads_and_a_queued_query_times_out() {
-    let emulator = start(Emulator::builder().chunk_rows(500));
-    let client = client_builder(&emulator)
-        .download_threads(1)
-        .prefetch_bytes(1)
-        .build()
-        .expect("client builds");
+    let (emulator, client) = small_chunks_one_ahead(500);
     let executor = executor(client)
         .threads(1)
         .queue_depth(1)
@@ -231,12 +238,7 @@ fn a_full_queue_overloads_and_a_queued_query_times_out() {
 
 #[test]
 fn checkout_times_out_when_every_session_is_busy() {
-    let emulator = start(Emulator::builder().chunk_rows(500));
-    let client = client_builder(&emulator)
-        .download_threads(1)
-        .prefetch_bytes(1)
-        .build()
-        .expect("client builds");
+    let (_emulator, client) = small_chunks_one_ahead(500);
     let executor = executor(client)
         .threads(2)
         .pool_size(1)
@@ -304,12 +306,7 @@ fn dropping_a_running_query_cancels_it_on_the_warehouse() {
 
 #[test]
 fn a_paused_consumer_stops_downloads_and_dropping_the_stream_releases_the_statement() {
-    let emulator = start(Emulator::builder().chunk_rows(1_000));
-    let client = client_builder(&emulator)
-        .download_threads(1)
-        .prefetch_bytes(1)
-        .build()
-        .expect("client builds");
+    let (emulator, client) = small_chunks_one_ahead(1_000);
     let executor = executor(client)
         .threads(1)
         .stream_buffer(1)
@@ -761,12 +758,7 @@ fn queries_dropped_at_every_stage_leave_nothing_running() {
 
 #[test]
 fn shutdown_with_a_paused_consumer_returns_and_releases_the_statement() {
-    let emulator = start(Emulator::builder().chunk_rows(500));
-    let client = client_builder(&emulator)
-        .download_threads(1)
-        .prefetch_bytes(1)
-        .build()
-        .expect("client builds");
+    let (emulator, client) = small_chunks_one_ahead(500);
     let executor = executor(client)
         .threads(1)
         .stream_buffer(1)
