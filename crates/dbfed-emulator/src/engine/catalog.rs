@@ -36,6 +36,9 @@ pub(crate) struct TableEntry {
     pub format: &'static str,
     /// Table comment.
     pub comment: Option<String>,
+    /// The file or folder a `data_dir` table reads; once it is gone the table is gone too
+    /// (like a dropped table), rather than reading as empty.
+    pub source: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for TableEntry {
@@ -211,6 +214,7 @@ async fn load_table(ctx: &SessionContext, path: &Path) -> Result<Option<TableEnt
         table_type: "EXTERNAL",
         format,
         comment: None,
+        source: Some(path.to_path_buf()),
     }))
 }
 
@@ -282,6 +286,7 @@ impl Access {
             .and_then(|s| s.tables.get(&table.to_ascii_lowercase()));
         match found {
             None => Lookup::Missing,
+            Some(t) if t.source.as_ref().is_some_and(|p| !p.exists()) => Lookup::Missing,
             Some(_) if !self.schema_visible(catalog, schema) => Lookup::Denied,
             Some(t) => Lookup::Found(t),
         }

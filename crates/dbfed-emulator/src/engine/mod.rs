@@ -270,6 +270,7 @@ impl Engine {
                         table_type: "MANAGED",
                         format: "DELTA",
                         comment: None,
+                        source: None,
                     },
                 )
                 .map_err(EngineError::Tpch)?;

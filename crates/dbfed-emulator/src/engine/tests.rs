@@ -529,6 +529,21 @@ async fn data_dir_tables_are_served() {
     .await;
     assert_eq!(strings(&batches, 0), vec![Some("EXTERNAL".into())]);
 
+    // A table whose file was deleted is gone (like a dropped table), never read as empty.
+    std::fs::remove_file(schema_dir.join("orders.parquet")).expect("remove");
+    let Err(gone) = engine
+        .execute(request("SELECT sum(amount) FROM main.sales.orders"))
+        .await
+    else {
+        panic!("a table whose file was deleted must not be found");
+    };
+    assert_eq!(
+        gone.error_class(),
+        Some("TABLE_OR_VIEW_NOT_FOUND"),
+        "{}",
+        gone.message
+    );
+
     let missing = Engine::new(EngineConfig {
         tpch_scale: 0.001,
         data_dir: Some(dir.path().join("absent")),
