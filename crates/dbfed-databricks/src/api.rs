@@ -66,6 +66,8 @@ pub(crate) struct Api {
     pub reauth_on_401: bool,
     /// Timeout of the best-effort release calls made when a stream or session is dropped.
     pub close_timeout: Duration,
+    /// The largest response body read; a larger one is a protocol error.
+    pub max_body_bytes: u64,
     /// Workspace API calls retried (each retry counts once), for metrics.
     pub retries: std::sync::atomic::AtomicU64,
 }
@@ -137,7 +139,22 @@ impl Api {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, SystemTime::now()));
                     let has_retry_after = response.headers().contains_key(RETRY_AFTER);
-                    let body = response.text().map_err(|e| Error::transport(&request, e));
+                    let body = match read_text_limited(response, self.max_body_bytes, timeout) {
+                        Ok(Some(text)) => Ok(text),
+                        Ok(None) => {
+                            return Err(Error::protocol(format!(
+                                "{request} answered a body larger than the limit of {} bytes",
+                                self.max_body_bytes
+                            )));
+                        }
+                        Err(e) => Err(e),
+                    }
+                    .map_err(|e| match e {
+                        BodyError::Http(e) => Error::transport(&request, e),
+                        BodyError::Io(e) => Error::Protocol(format!(
+                            "{request}: the connection failed while reading the body: {e}"
+                        )),
+                    });
                     if (200..300).contains(&status) {
                         match body {
                             Ok(text) => return Ok(text),
@@ -185,6 +202,65 @@ impl Api {
             }
         }
     }
+}
+
+/// Why a body could not be read.
+enum BodyError {
+    Http(reqwest::Error),
+    Io(std::io::Error),
+}
+
+/// Reads a response body as text (invalid UTF-8 replaced), or `None` when it is longer than
+/// `limit` bytes (declared or actual): the body's size comes from the network.
+///
+/// The blocking HTTP client's timeout bounds each read, not the whole body: the body must also
+/// arrive within `timeout` in total (checked between reads).
+fn read_text_limited(
+    response: reqwest::blocking::Response,
+    limit: u64,
+    timeout: Duration,
+) -> std::result::Result<Option<String>, BodyError> {
+    use std::io::Read;
+    if response.content_length().is_some_and(|len| len > limit) {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let mut bytes = Vec::new();
+    let mut response = response;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match response.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // reqwest reports its own errors wrapped in io::Error: keep them typed.
+            Err(e) => {
+                return Err(match e.into_inner() {
+                    Some(inner) => match inner.downcast::<reqwest::Error>() {
+                        Ok(http) => BodyError::Http(*http),
+                        Err(other) => BodyError::Io(std::io::Error::other(other)),
+                    },
+                    None => BodyError::Io(std::io::Error::other("body read failed")),
+                });
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        if (bytes.len() + n) as u64 > limit {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&buf[..n]);
+        if started.elapsed() > timeout {
+            return Err(BodyError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the body did not arrive within {timeout:?}"),
+            )));
+        }
+    }
+    Ok(Some(match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }))
 }
 
 /// Resolves an API path against the workspace URL, refusing anything that leaves the

@@ -636,6 +636,7 @@ pub struct ClientBuilder {
     close_timeout: Duration,
     link_refresh_margin: Duration,
     time_zone: String,
+    max_chunk_bytes: u64,
 }
 
 impl ClientBuilder {
@@ -701,7 +702,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Timeout of one chunk download (default 300 s).
+    /// Timeout of one chunk download, from the request to the last byte of the body (default
+    /// 300 s). A body still arriving when it runs out is abandoned and the download retried.
     pub fn download_timeout(mut self, timeout: Duration) -> Self {
         self.download_timeout = timeout;
         self
@@ -718,6 +720,15 @@ impl ClientBuilder {
     /// A link expiring within this margin is refreshed before use (default 45 s).
     pub fn link_refresh_margin(mut self, margin: Duration) -> Self {
         self.link_refresh_margin = margin;
+        self
+    }
+
+    /// The largest result chunk accepted, both as downloaded and once LZ4-decompressed, and
+    /// the largest API response body (default [`crate::decode::DEFAULT_MAX_CHUNK_BYTES`],
+    /// 1 GiB; at least 1). Anything larger fails with [`Error::Decode`] (chunks) or
+    /// [`Error::Protocol`] (API answers) instead of growing memory without bound.
+    pub fn max_chunk_bytes(mut self, bytes: u64) -> Self {
+        self.max_chunk_bytes = bytes.max(1);
         self
     }
 
@@ -757,6 +768,7 @@ impl ClientBuilder {
             request_timeout: self.request_timeout,
             reauth_on_401,
             close_timeout: self.close_timeout,
+            max_body_bytes: self.max_chunk_bytes,
             retries: Default::default(),
         });
         Ok(Client {
@@ -767,6 +779,8 @@ impl ClientBuilder {
                     download_threads: self.download_threads,
                     prefetch_bytes: self.prefetch_bytes,
                     link_refresh_margin: self.link_refresh_margin,
+                    max_chunk_bytes: self.max_chunk_bytes,
+                    download_timeout: self.download_timeout,
                     download_http,
                 },
                 result_format: self.result_format,
@@ -817,6 +831,7 @@ impl Client {
             close_timeout: Duration::from_secs(5),
             link_refresh_margin: Duration::from_secs(45),
             time_zone: DEFAULT_TIME_ZONE.to_owned(),
+            max_chunk_bytes: crate::decode::DEFAULT_MAX_CHUNK_BYTES,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Result chunk decoding: LZ4 frames, Arrow IPC streams, casting to the promised schema.
 
 use std::io::{Cursor, Read};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
@@ -11,18 +12,43 @@ use arrow::util::display::FormatOptions;
 
 use crate::error::{Error, Result};
 
-/// Decompresses LZ4-frame data made of one or more concatenated frames.
+/// The default bound on one result chunk, as downloaded and once decompressed (1 GiB); see
+/// [`crate::ClientBuilder::max_chunk_bytes`].
+pub const DEFAULT_MAX_CHUNK_BYTES: u64 = 1 << 30;
+
+/// Decompresses LZ4-frame data made of one or more concatenated frames, producing at most
+/// [`DEFAULT_MAX_CHUNK_BYTES`].
 pub fn decompress_lz4_frames(input: &[u8], what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len().saturating_mul(3));
+    decompress_lz4_frames_limited(input, DEFAULT_MAX_CHUNK_BYTES, what)
+}
+
+/// Decompresses LZ4-frame data made of one or more concatenated frames, failing with
+/// [`Error::Decode`] as soon as the output would exceed `max_output` bytes.
+///
+/// The frames' declared content sizes are never trusted for allocation: memory grows with
+/// what really decompresses, up to `max_output` (LZ4 expands up to ~255×, so a small hostile
+/// body could otherwise claim gigabytes).
+pub fn decompress_lz4_frames_limited(input: &[u8], max_output: u64, what: &str) -> Result<Vec<u8>> {
+    let cap = usize::try_from(max_output).unwrap_or(usize::MAX);
+    let mut out = Vec::with_capacity(input.len().saturating_mul(3).min(cap));
     let mut rest = input;
     // Each pass decodes at least one frame header from `rest` or fails, so this terminates.
     while !rest.is_empty() {
         let before = rest.len();
+        let room = max_output.saturating_sub(out.len() as u64);
         let mut decoder = lz4_flex::frame::FrameDecoder::new(&mut rest);
-        decoder
+        // One byte more than the room left tells "exactly at the limit" from "over it".
+        (&mut decoder)
+            .take(room.saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|e| Error::decode(what, format!("invalid LZ4 frame data: {e}")))?;
         drop(decoder);
+        if out.len() as u64 > max_output {
+            return Err(Error::decode(
+                what,
+                format!("it decompresses to more than the limit of {max_output} bytes"),
+            ));
+        }
         if rest.len() == before {
             return Err(Error::decode(what, "LZ4 decoder made no progress"));
         }
@@ -31,16 +57,113 @@ pub fn decompress_lz4_frames(input: &[u8], what: &str) -> Result<Vec<u8>> {
 }
 
 /// Decodes one complete Arrow IPC stream and casts each batch to `target`.
+///
+/// The stream's framing is checked first: a message whose declared metadata or body length
+/// runs past the end of `bytes` is an [`Error::Decode`], so a hostile length never becomes an
+/// allocation.
 pub fn decode_ipc_stream(bytes: &[u8], target: &SchemaRef, what: &str) -> Result<Vec<RecordBatch>> {
-    let reader = StreamReader::try_new(Cursor::new(bytes), None)
-        .map_err(|e| Error::decode(what, format!("invalid Arrow IPC stream: {e}")))?;
-    let mut batches = Vec::new();
-    for batch in reader {
-        let batch =
-            batch.map_err(|e| Error::decode(what, format!("invalid Arrow IPC stream: {e}")))?;
-        batches.push(cast_batch(&batch, target, what)?);
+    check_ipc_framing(bytes, what)?;
+    // Arrow's reader trusts some offsets of a message it has parsed (`check_ipc_framing`
+    // rejects the ones known to panic); should another malformed input reach a panic inside
+    // it, that is a decode error of this chunk, not the end of the consumer's thread.
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let reader = StreamReader::try_new(Cursor::new(bytes), None)
+            .map_err(|e| Error::decode(what, format!("invalid Arrow IPC stream: {e}")))?;
+        let mut batches = Vec::new();
+        for batch in reader {
+            let batch =
+                batch.map_err(|e| Error::decode(what, format!("invalid Arrow IPC stream: {e}")))?;
+            batches.push(cast_batch(&batch, target, what)?);
+        }
+        Ok(batches)
+    }))
+    .unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(Error::decode(
+            what,
+            format!("invalid Arrow IPC stream (the reader failed: {detail})"),
+        ))
+    })
+}
+
+/// Walks the messages of an Arrow IPC stream (`[0xFFFFFFFF] len:i32 metadata body`) and checks
+/// that every declared length fits in `bytes`. Arrow's reader allocates a message's metadata
+/// and body from these declared lengths before reading them.
+fn check_ipc_framing(bytes: &[u8], what: &str) -> Result<()> {
+    const CONTINUATION: [u8; 4] = [0xFF; 4];
+    let bad = |message: String| Error::decode(what, format!("invalid Arrow IPC stream: {message}"));
+    let read_i32 = |at: usize| -> Option<i32> {
+        let b = bytes.get(at..at.checked_add(4)?)?;
+        Some(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut pos = 0usize;
+    // Every message consumes at least 4 bytes, so this loop ends.
+    while pos < bytes.len() {
+        let mut at = pos;
+        if bytes.get(at..at + 4) == Some(&CONTINUATION[..]) {
+            at += 4;
+        }
+        let Some(meta_len) = read_i32(at) else {
+            // A cut length prefix: Arrow's reader reports it.
+            return Ok(());
+        };
+        at += 4;
+        if meta_len <= 0 {
+            // End-of-stream marker (0) or an invalid length Arrow's reader reports.
+            return Ok(());
+        }
+        let meta_len = meta_len as usize;
+        let meta_end = at
+            .checked_add(meta_len)
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| {
+                bad(format!(
+                    "a message declares {meta_len} bytes of metadata at offset {pos} but only {} remain",
+                    bytes.len() - at.min(bytes.len())
+                ))
+            })?;
+        let message = arrow::ipc::root_as_message(&bytes[at..meta_end])
+            .map_err(|e| bad(format!("unreadable message header at offset {pos}: {e}")))?;
+        let body_len = usize::try_from(message.bodyLength())
+            .map_err(|_| bad(format!("negative body length at offset {pos}")))?;
+        // Arrow slices each buffer out of the body without checking its bounds.
+        let buffers = message
+            .header_as_record_batch()
+            .and_then(|b| b.buffers())
+            .or_else(|| {
+                message
+                    .header_as_dictionary_batch()
+                    .and_then(|d| d.data())
+                    .and_then(|b| b.buffers())
+            });
+        for buffer in buffers.iter().flat_map(|b| b.iter()) {
+            let end = u64::try_from(buffer.offset())
+                .ok()
+                .zip(u64::try_from(buffer.length()).ok())
+                .and_then(|(offset, length)| offset.checked_add(length));
+            if end.is_none_or(|end| end > body_len as u64) {
+                return Err(bad(format!(
+                    "a buffer ({} bytes at {}) lies outside its message body of {body_len} bytes",
+                    buffer.length(),
+                    buffer.offset()
+                )));
+            }
+        }
+        pos = meta_end
+            .checked_add(body_len)
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| {
+                bad(format!(
+                    "a message declares a body of {body_len} bytes at offset {pos} but only {} remain",
+                    bytes.len() - meta_end
+                ))
+            })?;
     }
-    Ok(batches)
+    Ok(())
 }
 
 /// Casts `batch` column by column (by position) to `target`.
@@ -184,6 +307,39 @@ mod tests {
         assert!(err.to_string().contains("chunk 0"), "{err}");
         assert!(decompress_lz4_frames(b"not lz4 at all", "c").is_err());
         assert!(decompress_lz4_frames(&[], "c").expect("empty").is_empty());
+    }
+
+    #[test]
+    fn lz4_output_is_bounded_by_the_limit_not_the_input() {
+        let zeros = lz4(&vec![0u8; 1 << 20]);
+        let err = decompress_lz4_frames_limited(&zeros, 1000, "chunk 9").expect_err("over");
+        assert!(err.to_string().contains("limit of 1000 bytes"), "{err}");
+        let out = decompress_lz4_frames_limited(&zeros, 1 << 20, "chunk 9").expect("at limit");
+        assert_eq!(out.len(), 1 << 20);
+        // The limit counts across concatenated frames.
+        let mut two = lz4(&[1u8; 600]);
+        two.extend(lz4(&[2u8; 600]));
+        assert!(decompress_lz4_frames_limited(&two, 1000, "c").is_err());
+        assert_eq!(
+            decompress_lz4_frames_limited(&two, 1200, "c")
+                .expect("fits")
+                .len(),
+            1200
+        );
+    }
+
+    #[test]
+    fn ipc_lengths_past_the_data_are_rejected_before_reading() {
+        let bytes = ipc(&sample());
+        // The schema message's metadata length claims 2 GiB.
+        let mut huge = bytes.clone();
+        huge[4..8].copy_from_slice(&i32::MAX.to_le_bytes());
+        let err = decode_ipc_stream(&huge, &sample().schema(), "chunk 1").expect_err("huge");
+        assert!(err.to_string().contains("metadata"), "{err}");
+        // An intact stream passes the framing check.
+        assert!(check_ipc_framing(&bytes, "c").is_ok());
+        // A cut one is left to Arrow's reader, which reports it.
+        assert!(decode_ipc_stream(&bytes[..bytes.len() / 2], &sample().schema(), "c").is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use parking_lot::{Condvar, Mutex};
 use reqwest::Method;
 
 use crate::api::{Api, Call, release_off_async, sleep_unless, snippet};
-use crate::decode::{decode_ipc_stream, decompress_lz4_frames};
+use crate::decode::{decode_ipc_stream, decompress_lz4_frames_limited};
 use crate::error::{Error, Result, redact_url};
 use crate::json::rows_to_batch;
 use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
@@ -121,6 +121,10 @@ pub(crate) struct StreamOptions {
     pub download_threads: usize,
     pub prefetch_bytes: u64,
     pub link_refresh_margin: Duration,
+    /// The largest chunk accepted, downloaded and decompressed.
+    pub max_chunk_bytes: u64,
+    /// The longest one download may take, body included.
+    pub download_timeout: Duration,
     pub download_http: reqwest::blocking::Client,
 }
 
@@ -202,7 +206,11 @@ impl ResultStream {
         let source = if input.total_chunk_count == 0 && !has_inline && !has_links {
             Source::Empty
         } else if has_inline {
-            Source::Inline(Box::new(InlinePager::new(shared.clone(), input)))
+            Source::Inline(Box::new(InlinePager::new(
+                shared.clone(),
+                input,
+                options.max_chunk_bytes,
+            )))
         } else {
             match input.format {
                 Some(Format::ArrowStream) | None => {}
@@ -386,6 +394,7 @@ fn decode_arrow_chunk(
     bytes: &[u8],
     compression: &Option<Compression>,
     target: &SchemaRef,
+    max_bytes: u64,
     what: &str,
 ) -> Result<(Vec<RecordBatch>, u64)> {
     if bytes.is_empty() {
@@ -395,7 +404,7 @@ fn decode_arrow_chunk(
     let size = |raw: &[u8]| u64::try_from(raw.len()).unwrap_or(u64::MAX);
     match compression {
         Some(Compression::Lz4Frame) => {
-            let raw = decompress_lz4_frames(bytes, what)?;
+            let raw = decompress_lz4_frames_limited(bytes, max_bytes, what)?;
             Ok((decode_ipc_stream(&raw, target, what)?, size(&raw)))
         }
         None | Some(Compression::None) => {
@@ -418,10 +427,11 @@ struct InlinePager {
     /// Index of the chunk in `current` (or to fetch next).
     next_index: usize,
     finished: bool,
+    max_chunk_bytes: u64,
 }
 
 impl InlinePager {
-    fn new(shared: Arc<StreamShared>, input: StreamInput) -> Self {
+    fn new(shared: Arc<StreamShared>, input: StreamInput, max_chunk_bytes: u64) -> Self {
         Self {
             shared,
             schema: input.schema,
@@ -431,6 +441,7 @@ impl InlinePager {
             current: input.result,
             next_index: 0,
             finished: false,
+            max_chunk_bytes,
         }
     }
 
@@ -462,7 +473,14 @@ impl InlinePager {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(attachment.trim())
                 .map_err(|e| Error::decode(&what, format!("attachment is not base64: {e}")))?;
-            decode_arrow_chunk(&bytes, &self.compression, self.schema.arrow_schema(), &what)?.0
+            decode_arrow_chunk(
+                &bytes,
+                &self.compression,
+                self.schema.arrow_schema(),
+                self.max_chunk_bytes,
+                &what,
+            )?
+            .0
         } else if to_count(data.row_count).unwrap_or(0) == 0 {
             Vec::new()
         } else {
@@ -561,6 +579,8 @@ struct DownloadJob {
     links: Mutex<HashMap<usize, ExternalLink>>,
     http: reqwest::blocking::Client,
     refresh_margin: Duration,
+    max_bytes: u64,
+    timeout: Duration,
 }
 
 struct Downloader {
@@ -613,6 +633,8 @@ impl Downloader {
             links: Mutex::new(links),
             http: options.download_http.clone(),
             refresh_margin: options.link_refresh_margin,
+            max_bytes: options.max_chunk_bytes,
+            timeout: options.download_timeout,
         });
         let threads = options.download_threads.clamp(1, total.max(1));
         let mut workers = Vec::with_capacity(threads);
@@ -762,8 +784,13 @@ impl DownloadJob {
                 }
             }
         };
-        let (batches, decoded) =
-            decode_arrow_chunk(&bytes, &self.compression, &self.target, &what)?;
+        let (batches, decoded) = decode_arrow_chunk(
+            &bytes,
+            &self.compression,
+            &self.target,
+            self.max_bytes,
+            &what,
+        )?;
         // The manifest's count, else the count of the link the file came from.
         let expected = self.chunk_rows.get(index).copied().flatten().or(link_rows);
         check_rows(&self.shared.statement_id, index, expected, &batches)?;
@@ -818,11 +845,22 @@ impl DownloadJob {
                         .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
                     if (200..300).contains(&status) {
                         match self.read_body(&mut resp) {
-                            Ok(Some(b)) => return Ok(Downloaded::Bytes(b)),
-                            Ok(None) => {
+                            Ok(Body::Complete(b)) => return Ok(Downloaded::Bytes(b)),
+                            Ok(Body::Canceled) => {
                                 return Err(Error::Canceled {
                                     statement_id: self.shared.statement_id.clone(),
                                 });
+                            }
+                            // Not retried: the same link would send the same body.
+                            Ok(Body::TooLarge) => {
+                                return Err(Error::decode(
+                                    what,
+                                    format!(
+                                        "the download is larger than the limit of {} bytes \
+                                         (ClientBuilder::max_chunk_bytes)",
+                                        self.max_bytes
+                                    ),
+                                ));
                             }
                             // The connection broke mid-body: a GET is safe to repeat.
                             Err(e) => Error::decode(
@@ -860,11 +898,18 @@ impl DownloadJob {
         }
     }
 
-    /// Reads a body in slices, stopping early (None) when the stream is canceled.
-    fn read_body(
-        &self,
-        resp: &mut reqwest::blocking::Response,
-    ) -> std::io::Result<Option<Vec<u8>>> {
+    /// Reads a body in slices, stopping early when the stream is canceled or the body grows
+    /// past the chunk limit (declared or actual size).
+    ///
+    /// The blocking HTTP client's timeout bounds each read, not the whole body: a server
+    /// trickling a byte at a time would hold the download forever. The body must arrive
+    /// within the download timeout (checked between reads, so a stall is detected after at
+    /// most twice the timeout); a late body is an I/O timeout, retried like a reset.
+    fn read_body(&self, resp: &mut reqwest::blocking::Response) -> std::io::Result<Body> {
+        let started = std::time::Instant::now();
+        if resp.content_length().is_some_and(|l| l > self.max_bytes) {
+            return Ok(Body::TooLarge);
+        }
         let mut out = Vec::with_capacity(
             resp.content_length()
                 .map(|l| l.min(256 << 20) as usize)
@@ -873,7 +918,7 @@ impl DownloadJob {
         let mut buf = vec![0u8; READ_SLICE];
         loop {
             if self.is_cancelled() {
-                return Ok(None);
+                return Ok(Body::Canceled);
             }
             let n = match resp.read(&mut buf) {
                 Ok(n) => n,
@@ -881,7 +926,19 @@ impl DownloadJob {
                 Err(e) => return Err(e),
             };
             if n == 0 {
-                return Ok(Some(out));
+                return Ok(Body::Complete(out));
+            }
+            if started.elapsed() > self.timeout {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the body did not arrive within the download timeout of {:?}",
+                        self.timeout
+                    ),
+                ));
+            }
+            if (out.len() + n) as u64 > self.max_bytes {
+                return Ok(Body::TooLarge);
             }
             out.extend_from_slice(&buf[..n]);
         }
@@ -914,6 +971,13 @@ fn scrub_link_secrets(
         }
     }
     out
+}
+
+/// The outcome of reading a download body.
+enum Body {
+    Complete(Vec<u8>),
+    Canceled,
+    TooLarge,
 }
 
 enum Downloaded {

@@ -2,6 +2,7 @@
 
 mod auth;
 mod faults;
+mod fuzz;
 mod replay;
 mod support;
 mod transport;
