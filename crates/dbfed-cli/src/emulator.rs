@@ -32,6 +32,10 @@ pub struct EmulatorArgs {
     /// Serve an Azure-AD-style token endpoint for this tenant id.
     #[arg(long)]
     pub azure_tenant: Option<String>,
+    /// Restrict what a token (or an OAuth client id) may read:
+    /// `TOKEN=CATALOG[.SCHEMA][,...]` (repeatable; default: everything for every token).
+    #[arg(long = "grant", value_name = "TOKEN=ENTRIES")]
+    pub grants: Vec<String>,
     /// Only this warehouse id is accepted (default: any).
     #[arg(long)]
     pub warehouse_id: Option<String>,
@@ -99,6 +103,17 @@ impl EmulatorArgs {
                 .split_once(':')
                 .context("--oauth-client must be CLIENT_ID:SECRET")?;
             builder = builder.oauth_client(id, secret);
+        }
+        for grant in &self.grants {
+            let (who, entries) = grant
+                .split_once('=')
+                .context("--grant must be TOKEN=CATALOG[.SCHEMA][,...]")?;
+            let entries: Vec<&str> = entries
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .collect();
+            builder = builder.grant(who, entries);
         }
         if let Some(tenant) = &self.azure_tenant {
             builder = builder.azure_tenant(tenant);

@@ -1,10 +1,15 @@
 //! `dbfed`: query Databricks SQL Warehouses from the Arrow world.
 
+mod check;
+mod config;
 mod demo;
 mod emulator;
+mod engine;
 mod faults;
 mod output;
 mod query;
+mod serve;
+mod workspace;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -25,21 +30,37 @@ enum Command {
     Emulator(emulator::EmulatorArgs),
     /// Run one SQL statement on a warehouse (or the embedded emulator) and print the result.
     Query(query::QueryArgs),
+    /// Serve Databricks catalogs and local tables as an Arrow Flight SQL endpoint.
+    Serve(serve::ServeArgs),
+    /// Check a configuration against its workspace: DNS, TLS, token, warehouse, catalogs.
+    Check(check::CheckArgs),
 }
+
+/// Exit code of a failed command.
+const EXIT_FAILURE: u8 = 1;
+
+/// Stack size of the async runtime's worker threads: DataFusion's planner and SQL unparser
+/// recurse deeply on large queries (TPC-H overflows the default 2 MiB in debug builds).
+const RUNTIME_STACK_BYTES: usize = 16 << 20;
 
 fn main() -> std::process::ExitCode {
     init_tracing();
     let cli = Cli::parse();
-    let outcome: Result<()> = match cli.command {
-        Command::Demo(args) => demo::run(args),
-        Command::Emulator(args) => emulator::run(args),
+    let outcome: Result<std::process::ExitCode> = match cli.command {
+        Command::Demo(args) => demo::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Emulator(args) => emulator::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Query(args) => query::run(args),
+        Command::Serve(args) => serve::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Check(args) => check::run(args).map(|outcome| match outcome {
+            check::Outcome::Healthy => std::process::ExitCode::SUCCESS,
+            check::Outcome::Failed => std::process::ExitCode::from(EXIT_FAILURE),
+        }),
     };
     match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(EXIT_FAILURE)
         }
     }
 }

@@ -1,13 +1,34 @@
 //! `dbfed query`: run one statement and print or save its result.
+//!
+//! Without local tables, the statement goes to the warehouse as it is, through the executor
+//! (dedicated worker threads; dropping the stream cancels the statement), so any Databricks SQL
+//! works. With local tables (`--table`, `[tables]`) or `--explain`, it runs in a federated
+//! DataFusion `SessionContext`: the warehouse's catalogs next to the local tables, the largest
+//! Databricks-only parts pushed down as SQL.
 
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
-use dbfed_databricks::config::ClientConfigBuilder;
-use dbfed_databricks::{Client, Param, ResultFormat};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use clap::{Args, ValueEnum};
+use dbfed_databricks::{Param, ResultFormat};
+use dbfed_executor::{DatabricksDriver, Executor};
+use futures::{Stream, StreamExt, TryStreamExt};
 
-use crate::output::{OutputFormat, open_output, write_results};
+use crate::config::{TableSource, parse_table_flag};
+use crate::output::{OutputFormat, ResultWriter, open_output};
+use crate::workspace::{Target, WorkspaceArgs};
+
+/// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Flags of `dbfed query`.
 #[derive(Debug, Args)]
@@ -22,6 +43,9 @@ pub struct QueryArgs {
     /// (e.g. `region=ASIA`, `day:DATE=1995-01-01`). Repeatable.
     #[arg(short, long = "param")]
     pub params: Vec<String>,
+    /// A local table: `name=path.parquet` or `name=path.csv` (repeatable; adds to `[tables]`).
+    #[arg(long = "table", value_name = "NAME=PATH")]
+    pub tables: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
@@ -31,18 +55,26 @@ pub struct QueryArgs {
     /// Fetch results as INLINE JSON_ARRAY instead of LZ4 Arrow external links.
     #[arg(long)]
     pub inline: bool,
-    /// Run against an embedded emulator with `samples.tpch` instead of a configured workspace.
+    /// Print the query plan (with the SQL sent to the warehouse) instead of running it.
     #[arg(long)]
-    pub emulator: bool,
-    /// `~/.databrickscfg` profile (default: DATABRICKS_CONFIG_PROFILE or DEFAULT).
-    #[arg(long)]
-    pub profile: Option<String>,
-    /// Default catalog for the statement.
-    #[arg(long)]
-    pub catalog: Option<String>,
-    /// Default schema for the statement.
-    #[arg(long)]
-    pub schema: Option<String>,
+    pub explain: bool,
+    /// Progress line on stderr (state, rows, bytes, elapsed): `auto` shows it when stderr is a
+    /// terminal.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+    #[command(flatten)]
+    pub workspace: WorkspaceArgs,
+}
+
+/// When to show the progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// When stderr is a terminal.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// Parses `name=value` / `name:TYPE=value` into a statement parameter.
@@ -65,8 +97,18 @@ pub fn parse_param(spec: &str) -> Result<Param> {
     })
 }
 
-/// Runs `dbfed query`.
-pub fn run(args: QueryArgs) -> Result<()> {
+type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
+
+/// Counters the progress line reads.
+#[derive(Debug, Default)]
+struct Counters {
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// Runs `dbfed query`; exit code 130 when interrupted by Ctrl-C.
+pub fn run(args: QueryArgs) -> Result<ExitCode> {
     let sql = match (&args.sql, &args.file) {
         (Some(sql), _) => sql.clone(),
         (None, Some(file)) => std::fs::read_to_string(file)
@@ -78,45 +120,199 @@ pub fn run(args: QueryArgs) -> Result<()> {
         .iter()
         .map(|spec| parse_param(spec))
         .collect::<Result<Vec<_>>>()?;
+    let target = Target::resolve(&args.workspace)?;
+    let mut tables: BTreeMap<String, TableSource> = target.config.tables.clone();
+    for spec in &args.tables {
+        let (name, source) = parse_table_flag(spec).map_err(anyhow::Error::msg)?;
+        tables.insert(name, source);
+    }
 
-    let mut emulator = None;
-    let mut builder = if args.emulator {
-        let (background, builder) =
-            crate::demo::embedded_emulator(dbfed_emulator::Emulator::builder(), "127.0.0.1:0")?;
-        emulator = Some(background);
-        builder
-    } else {
-        let mut builder = ClientConfigBuilder::from_process_env();
-        if let Some(profile) = &args.profile {
-            builder = builder.profile(profile);
-        }
-        builder
-    };
-    if let Some(catalog) = &args.catalog {
-        builder = builder.catalog(catalog);
-    }
-    if let Some(schema) = &args.schema {
-        builder = builder.schema(schema);
-    }
-    let config = builder.build().context("invalid configuration")?;
     let format = if args.inline {
         ResultFormat::JsonInline
     } else {
         ResultFormat::ArrowLz4
     };
-    let client = Client::builder(config)
+    let client = target
+        .client_builder()
         .result_format(format)
         .build()
         .context("cannot create the client")?;
-    let stream = client.execute(&sql, &params)?;
-    let mut out = open_output(args.output.as_deref())?;
-    let summary = write_results(stream, args.format, &mut *out)?;
-    drop(out);
-    if args.output.is_some() || args.format != OutputFormat::Table {
-        eprintln!("{} rows in {} batches", summary.rows, summary.batches);
+    // One query: a couple of workers suffice unless the file says otherwise.
+    let executor = target
+        .config
+        .executor
+        .apply(Executor::builder(DatabricksDriver::new(client)).threads(2))
+        .build()
+        .context("invalid [executor] configuration")?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("dbfed-query")
+        // Planning and unparsing deep SQL plans (e.g. TPC-H) recurses deeply.
+        .thread_stack_size(crate::RUNTIME_STACK_BYTES)
+        .build()
+        .context("cannot start the async runtime")?;
+    let show_progress = match args.progress {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => std::io::stderr().is_terminal(),
+    };
+    let counters = Arc::new(Counters::default());
+    let started = Instant::now();
+    let outcome = runtime.block_on(async {
+        let work = execute(
+            &args,
+            &sql,
+            &params,
+            &tables,
+            &executor,
+            &target.client_config,
+            counters.clone(),
+        );
+        let progress = progress_line(show_progress, &executor, counters.clone(), started);
+        tokio::select! {
+            result = work => Some(result),
+            () = progress => None,
+            signal = tokio::signal::ctrl_c() => {
+                if let Err(e) = signal {
+                    tracing::warn!("cannot listen for Ctrl-C: {e}");
+                }
+                None
+            }
+        }
+    });
+    if show_progress {
+        // Clear the progress line.
+        eprint!("\r\x1b[2K");
     }
-    drop(emulator);
-    Ok(())
+    // Cancels whatever still runs on the warehouse and joins the workers.
+    let shutdown = std::thread::spawn(move || executor.shutdown());
+    let _ = shutdown.join();
+    drop(runtime);
+    drop(target);
+    match outcome {
+        Some(Ok(summary)) => {
+            if let Some(summary) = summary
+                && (args.output.is_some() || args.format != OutputFormat::Table)
+            {
+                eprintln!(
+                    "{} rows in {} batches ({:.1?})",
+                    summary.rows,
+                    summary.batches,
+                    started.elapsed()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Err(error)) => Err(error),
+        None => {
+            eprintln!("canceled: the statement was canceled on the warehouse");
+            Ok(ExitCode::from(EXIT_INTERRUPTED))
+        }
+    }
+}
+
+/// Runs the statement and writes its result; `None` for `--explain`.
+async fn execute(
+    args: &QueryArgs,
+    sql: &str,
+    params: &[Param],
+    tables: &BTreeMap<String, TableSource>,
+    executor: &Executor,
+    executor_target: &dbfed_databricks::config::ClientConfig,
+    counters: Arc<Counters>,
+) -> Result<Option<crate::output::WriteSummary>> {
+    let (schema, stream): (SchemaRef, BatchStream) = if tables.is_empty() && !args.explain {
+        let stream = executor.query(sql, params).await?;
+        let schema = stream.schema();
+        (schema, Box::pin(stream.map_err(anyhow::Error::from)))
+    } else {
+        if !params.is_empty() {
+            bail!(
+                "--param is not supported together with local tables or --explain yet: \
+                 write the values into the statement"
+            );
+        }
+        let compute_context = format!(
+            "{}#{}",
+            executor_target.host(),
+            executor_target.warehouse_id()
+        );
+        let ctx = crate::engine::federated_context(executor, &compute_context, tables).await?;
+        let df = ctx.sql(sql).await.context("planning the statement")?;
+        if args.explain {
+            let plan = df
+                .explain(false, false)
+                .context("explaining the statement")?
+                .collect()
+                .await
+                .context("explaining the statement")?;
+            let text =
+                arrow::util::pretty::pretty_format_batches(&plan).context("formatting the plan")?;
+            let mut out = open_output(args.output.as_deref())?;
+            writeln!(out, "{text}")?;
+            out.flush()?;
+            return Ok(None);
+        }
+        let stream = df
+            .execute_stream()
+            .await
+            .context("executing the statement")?;
+        let schema = stream.schema();
+        (schema, Box::pin(stream.map_err(anyhow::Error::from)))
+    };
+    let out = open_output(args.output.as_deref())?;
+    let mut writer = ResultWriter::new(args.format, schema, out)?;
+    let mut stream = stream;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.context("reading the result")?;
+        counters
+            .rows
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        writer.write(batch)?;
+    }
+    Ok(Some(writer.finish()?))
+}
+
+/// Redraws the progress line on stderr until dropped (never completes).
+async fn progress_line(
+    enabled: bool,
+    executor: &Executor,
+    counters: Arc<Counters>,
+    started: Instant,
+) {
+    if !enabled {
+        return std::future::pending().await;
+    }
+    // Short queries finish before the first line.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let metrics = executor.metrics();
+        let batches = counters.batches.load(Ordering::Relaxed);
+        let state = if batches > 0 {
+            "STREAMING"
+        } else if metrics.queued > 0 {
+            "QUEUED"
+        } else {
+            "RUNNING"
+        };
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(
+            stderr,
+            "\r\x1b[2K{state} {} rows, {} received, {:.1}s",
+            counters.rows.load(Ordering::Relaxed),
+            crate::demo::human_bytes(counters.bytes.load(Ordering::Relaxed)),
+            started.elapsed().as_secs_f64()
+        );
+        let _ = stderr.flush();
+    }
 }
 
 #[cfg(test)]

@@ -1,89 +1,53 @@
 //! `dbfed demo`, `dbfed emulator` and `dbfed query` as processes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-/// The `dbfed` binary with an environment free of the developer's Databricks settings.
-fn dbfed(home: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dbfed"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("DATABRICKS_") || key.starts_with("ARM_") {
-            command.env_remove(key);
-        }
-    }
-    command.env("HOME", home).env("RUST_LOG", "warn");
-    command
-}
-
-fn run(command: &mut Command) -> Output {
-    command.output().expect("dbfed runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// A running `dbfed emulator`, killed on drop.
-struct EmulatorProcess {
-    child: Child,
-    url: String,
-}
-
-impl Drop for EmulatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_emulator(home: &std::path::Path, extra: &[&str]) -> EmulatorProcess {
-    let mut child = dbfed(home)
-        .args([
-            "emulator",
-            "--listen",
-            "127.0.0.1:0",
-            "--token",
-            "dapi-cli-test",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("dbfed emulator starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut first = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut first)
-        .expect("the first line arrives");
-    let url = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line is `listening on URL`, got {first:?}"))
-        .to_owned();
-    EmulatorProcess { child, url }
-}
+use crate::support::{dbfed, run, start_emulator, stderr, stdout};
 
 #[test]
 fn demo_once_runs_the_showcase_and_exits() {
     let home = tempfile::tempdir().expect("temp home");
-    let output = run(dbfed(home.path()).args(["demo", "--once"]));
+    let output = run(dbfed(home.path())
+        .env("DBFED_CACHE_DIR", home.path().join("cache"))
+        .args(["demo", "--once", "--listen", "127.0.0.1:0"]));
     let out = stdout(&output);
     assert!(output.status.success(), "{out}\n{}", stderr(&output));
     let first = out.lines().next().unwrap_or_default();
     assert!(
-        first.starts_with("listening on http://127.0.0.1:"),
+        first.starts_with("listening on grpc://127.0.0.1:"),
         "{first}"
     );
-    for nation in ["VIETNAM", "INDONESIA", "CHINA", "JAPAN", "INDIA"] {
-        assert!(out.contains(nation), "the showcase lists {nation}:\n{out}");
-    }
+    let url = first.trim_start_matches("listening on ");
+    // The federated showcase: warehouse revenue joined with the local targets.
+    let line = |nation: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("| {nation} ")) && l.matches('|').count() == 5)
+            .unwrap_or_else(|| panic!("a federated row for {nation}:\n{out}"))
+            .to_owned()
+    };
+    assert!(
+        line("VIETNAM").contains("1021329.5188") && line("VIETNAM").contains("950000.0"),
+        "{out}"
+    );
+    assert!(
+        line("JAPAN").contains("380793.9628") && line("JAPAN").contains("420000.0"),
+        "{out}"
+    );
+    assert!(home.path().join("cache/demo/targets.parquet").is_file());
+    // What was pushed: one statement holding the joins, with the literals as parameters.
+    assert!(out.contains("pushed down to the warehouse"), "{out}");
+    assert!(
+        out.contains("INNER JOIN `samples`.`tpch`.`lineitem`"),
+        "{out}"
+    );
+    assert!(out.contains(":__p3=ASIA") || out.contains("=ASIA"), "{out}");
     assert!(out.contains("SUCCEEDED"), "{out}");
     assert!(out.contains("rows in"), "{out}");
+    // How to connect.
+    assert!(
+        out.contains(&format!("flightsql.connect(\"{url}\")")),
+        "{out}"
+    );
 }
 
 #[test]

@@ -1,3 +1,8 @@
 //! Tests of the `dbfed` command, run as a user would: as a process, reading its output.
 
+mod check;
 mod commands;
+mod config;
+mod query;
+mod serve;
+mod support;

@@ -1,0 +1,251 @@
+//! `dbfed serve`: the federated engine as an Arrow Flight SQL endpoint.
+//!
+//! The first line on stdout is `listening on grpc://HOST:PORT` (`grpc+tls://` with TLS).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use dbfed_databricks::Client;
+use dbfed_databricks::config::ClientConfig;
+use dbfed_executor::{DatabricksDriver, Executor};
+use dbfed_flight::{
+    Auth, Credentials, FlightServerHandle, FlightSqlError, FlightSqlServer, PassThroughSessions,
+    SessionProvider, StaticSessions, TlsConfig,
+};
+
+use crate::config::{Config, DEFAULT_SERVER_LISTEN, TableSource, parse_table_flag};
+use crate::workspace::{Target, WorkspaceArgs};
+
+/// Flags of `dbfed serve` (they win over `[server]` and `[tables]`).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: `server.listen`, else 127.0.0.1:50051; port 0 picks a
+    /// free port).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// A local table: `name=path.parquet` or `name=path.csv` (repeatable; adds to `[tables]`).
+    #[arg(long = "table", value_name = "NAME=PATH")]
+    pub tables: Vec<String>,
+    #[command(flatten)]
+    pub workspace: WorkspaceArgs,
+}
+
+/// Runs `dbfed serve` until Ctrl-C.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let target = Target::resolve(&args.workspace)?;
+    let mut tables = target.config.tables.clone();
+    for spec in &args.tables {
+        let (name, source) = parse_table_flag(spec).map_err(anyhow::Error::msg)?;
+        tables.insert(name, source);
+    }
+    let listen = match (args.listen, target.config.server.listen) {
+        (Some(addr), _) | (None, Some(addr)) => addr,
+        (None, None) => DEFAULT_SERVER_LISTEN
+            .parse()
+            .context("the default listen address")?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dbfed-serve")
+        // Planning and unparsing deep SQL plans (e.g. TPC-H) recurses deeply.
+        .thread_stack_size(crate::RUNTIME_STACK_BYTES)
+        .build()
+        .context("cannot start the async runtime")?;
+    // The blocking HTTP client must be built (and dropped) outside the async runtime.
+    let executor = if target.config.server.auth.pass_through {
+        None
+    } else {
+        Some(executor_for(
+            &target.config,
+            target.client_builder().build()?,
+        )?)
+    };
+    runtime.block_on(async {
+        let server = start(&target, &tables, listen, executor).await?;
+        println!("listening on {}", server.handle.url());
+        std::io::stdout().flush().ok();
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot listen for Ctrl-C")?;
+        eprintln!("shutting down");
+        server.handle.shutdown().await;
+        if let Some(executor) = server.executor {
+            // Cancels what still runs on the warehouse and joins the workers.
+            let _ = tokio::task::spawn_blocking(move || executor.shutdown()).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    drop(target);
+    Ok(())
+}
+
+/// A running Flight SQL server and the executor behind it.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The server (stops on drop).
+    pub handle: FlightServerHandle,
+    /// The executor of the service identity (absent in pass-through mode).
+    pub executor: Option<Executor>,
+}
+
+/// Starts the Flight SQL server described by `target`'s `[server]` section on `listen`:
+/// one shared context over `executor`, or (with `pass_through`, `executor` `None`) one context
+/// per caller token.
+pub async fn start(
+    target: &Target,
+    tables: &BTreeMap<String, TableSource>,
+    listen: SocketAddr,
+    executor: Option<Executor>,
+) -> Result<RunningServer> {
+    let config = &target.config;
+    let server = &config.server;
+    let (sessions, executor): (Arc<dyn SessionProvider>, Option<Executor>) = match executor {
+        None => (
+            Arc::new(pass_through_sessions(target, tables.clone())),
+            None,
+        ),
+        Some(executor) => {
+            let ctx = crate::engine::federated_context(
+                &executor,
+                &compute_context(&target.client_config),
+                tables,
+            )
+            .await?;
+            (Arc::new(StaticSessions::new(ctx)), Some(executor))
+        }
+    };
+    let mut builder = FlightSqlServer::builder(sessions)
+        .auth(auth(config))
+        .allow_writes(server.allow_writes);
+    if let Some(secret) = &server.ticket_secret {
+        builder = builder.ticket_secret(secret.expose().as_bytes().to_vec());
+    }
+    if let Some(tls) = &server.tls {
+        let read = |path: &std::path::Path, what: &str| {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the TLS {what} {}", path.display()))
+        };
+        builder = builder.tls(TlsConfig {
+            cert_pem: read(&tls.cert, "certificate")?,
+            key_pem: read(&tls.key, "key")?,
+            client_ca_pem: tls
+                .client_ca
+                .as_deref()
+                .map(|p| read(p, "client CA"))
+                .transpose()?,
+        });
+    }
+    let handle = builder
+        .serve(listen)
+        .await
+        .with_context(|| format!("cannot serve Flight SQL on {listen}"))?;
+    Ok(RunningServer { handle, executor })
+}
+
+/// The federation key of a workspace identity: host + warehouse.
+pub fn compute_context(config: &ClientConfig) -> String {
+    format!("{}#{}", config.host(), config.warehouse_id())
+}
+
+/// An executor with the file's `[executor]` settings.
+pub fn executor_for(config: &Config, client: Client) -> Result<Executor> {
+    config
+        .executor
+        .apply(Executor::builder(DatabricksDriver::new(client)))
+        .build()
+        .context("invalid [executor] configuration")
+}
+
+/// `[server.auth]` as the Flight server's [`Auth`].
+fn auth(config: &Config) -> Auth {
+    let auth = &config.server.auth;
+    if auth.pass_through {
+        return Auth::PassThrough;
+    }
+    if auth.users.is_empty() && auth.tokens.is_empty() {
+        return Auth::None;
+    }
+    let mut credentials = Credentials::new();
+    for (user, password) in &auth.users {
+        credentials = credentials.user(user, password.expose());
+    }
+    for (i, token) in auth.tokens.iter().enumerate() {
+        credentials = credentials.token(token.expose(), format!("token-{i}"));
+    }
+    Auth::Basic(credentials)
+}
+
+/// One context per caller token: the caller's token replaces the configured credentials.
+fn pass_through_sessions(
+    target: &Target,
+    tables: BTreeMap<String, TableSource>,
+) -> PassThroughSessions {
+    let template = target.client_config.clone();
+    let file = Arc::new(ConfigParts {
+        executor: target.config.executor.clone(),
+        tables,
+    });
+    PassThroughSessions::builder(move |token| {
+        let template = template.clone();
+        let file = file.clone();
+        async move {
+            let build = async {
+                let mut builder = ClientConfig::builder()
+                    .host(template.host().as_str())
+                    .warehouse_id(template.warehouse_id())
+                    .token(token);
+                if let Some(catalog) = template.catalog() {
+                    builder = builder.catalog(catalog);
+                }
+                if let Some(schema) = template.schema() {
+                    builder = builder.schema(schema);
+                }
+                let config = builder.build()?;
+                let executor_config = file.executor.clone();
+                // The blocking HTTP client is built off the async runtime.
+                let executor = tokio::task::spawn_blocking(move || -> Result<Executor> {
+                    let client = Client::new(config)?;
+                    Ok(executor_config
+                        .apply(Executor::builder(DatabricksDriver::new(client)))
+                        .build()?)
+                })
+                .await
+                .context("the client builder panicked")??;
+                // Each identity is its own compute context: no statement mixes identities.
+                let identity = format!("{}#{}", compute_context(&template), uuid_like());
+                crate::engine::federated_context(&executor, &identity, &file.tables).await
+            };
+            build.await.map_err(|e: anyhow::Error| {
+                let auth = e.chain().any(|cause| {
+                    cause
+                        .downcast_ref::<dbfed_databricks::Error>()
+                        .is_some_and(dbfed_databricks::Error::is_auth)
+                });
+                if auth {
+                    FlightSqlError::Unauthenticated(format!("{e:#}"))
+                } else {
+                    FlightSqlError::Internal(format!("{e:#}"))
+                }
+            })
+        }
+    })
+    .build()
+}
+
+/// What a pass-through factory needs from the file.
+#[derive(Debug)]
+struct ConfigParts {
+    executor: crate::config::ExecutorSection,
+    tables: BTreeMap<String, TableSource>,
+}
+
+/// A process-unique suffix.
+fn uuid_like() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,107 @@
+//! Where commands send their SQL: a configured Databricks workspace, or the embedded emulator.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use dbfed_databricks::config::ClientConfig;
+use dbfed_databricks::{Client, ClientBuilder};
+use dbfed_emulator::{BackgroundEmulator, Emulator};
+
+use crate::config::{Config, DatabricksFlags, EmulatorSection, process_env};
+
+/// Flags shared by `query`, `check` and `serve`: the configuration file and the workspace.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WorkspaceArgs {
+    /// Configuration file (default: $DBFED_CONFIG, else ./dbfed.toml if it exists).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Use an embedded warehouse emulator with `samples.tpch` instead of a workspace.
+    #[arg(long)]
+    pub emulator: bool,
+    #[command(flatten)]
+    pub databricks: DatabricksFlags,
+}
+
+/// A resolved target: the client configuration, and the embedded emulator serving it (kept
+/// alive for as long as this value lives).
+#[derive(Debug)]
+pub struct Target {
+    /// The loaded configuration file (or defaults).
+    pub config: Config,
+    /// The client configuration.
+    pub client_config: ClientConfig,
+    /// The embedded emulator, when the target is one.
+    pub emulator: Option<BackgroundEmulator>,
+}
+
+impl Target {
+    /// Loads the configuration and resolves the target (starting the emulator if asked for).
+    pub fn resolve(args: &WorkspaceArgs) -> Result<Self> {
+        let env = process_env();
+        let config = Config::discover(args.config.as_deref(), &env)?;
+        let emulator_section = if args.emulator {
+            Some(config.emulator.clone().unwrap_or_default())
+        } else {
+            config.emulator.clone()
+        };
+        if let Some(section) = emulator_section {
+            let (emulator, builder) = start_emulator(&section)?;
+            let mut builder = builder;
+            if let Some(catalog) = &args.databricks.catalog {
+                builder = builder.catalog(catalog);
+            }
+            if let Some(schema) = &args.databricks.schema {
+                builder = builder.schema(schema);
+            }
+            let client_config = builder.build().context("invalid configuration")?;
+            return Ok(Self {
+                config,
+                client_config,
+                emulator: Some(emulator),
+            });
+        }
+        config.check_credentials()?;
+        let client_config = config.client_config(&env, &args.databricks)?;
+        Ok(Self {
+            config,
+            client_config,
+            emulator: None,
+        })
+    }
+
+    /// A client builder with the file's client knobs applied.
+    pub fn client_builder(&self) -> ClientBuilder {
+        let d = &self.config.databricks;
+        let mut builder = Client::builder(self.client_config.clone());
+        if let Some(threads) = d.download_threads {
+            builder = builder.download_threads(threads);
+        }
+        if let Some(bytes) = d.prefetch_bytes {
+            builder = builder.prefetch_bytes(bytes);
+        }
+        if d.statement_timeout.is_some() {
+            builder = builder.statement_timeout(d.statement_timeout);
+        }
+        builder
+    }
+}
+
+/// Starts the embedded emulator described by `section`, accepting [`crate::demo::DEMO_TOKEN`].
+pub fn start_emulator(
+    section: &EmulatorSection,
+) -> Result<(
+    BackgroundEmulator,
+    dbfed_databricks::config::ClientConfigBuilder,
+)> {
+    let mut builder = Emulator::builder()
+        .tpch_scale(section.tpch_scale)
+        .statement_latency(section.statement_latency);
+    if let Some(rows) = section.chunk_rows {
+        builder = builder.chunk_rows(rows);
+    }
+    if let Some(dir) = &section.data_dir {
+        builder = builder.data_dir(dir);
+    }
+    crate::demo::embedded_emulator(builder, &section.listen.to_string())
+}

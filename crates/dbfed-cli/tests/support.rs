@@ -1,0 +1,79 @@
+//! Helpers shared by the command tests.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+
+/// The `dbfed` binary with an environment free of the developer's Databricks settings.
+pub fn dbfed(home: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dbfed"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DATABRICKS_") || key.starts_with("ARM_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env_remove("DBFED_CONFIG")
+        .env("HOME", home)
+        .env("RUST_LOG", "warn")
+        .current_dir(home);
+    command
+}
+
+pub fn run(command: &mut Command) -> Output {
+    command.output().expect("dbfed runs")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A running `dbfed emulator`, killed on drop.
+pub struct EmulatorProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_emulator(home: &std::path::Path, extra: &[&str]) -> EmulatorProcess {
+    let mut child = dbfed(home)
+        .args([
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "dapi-cli-test",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("dbfed emulator starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("the first line arrives");
+    let url = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line is `listening on URL`, got {first:?}"))
+        .to_owned();
+    EmulatorProcess { child, url }
+}
+
+/// Writes `text` as `dbfed.toml` in `dir` and returns its path as a string.
+pub fn write_config(dir: &std::path::Path, text: &str) -> String {
+    let path = dir.join("dbfed.toml");
+    std::fs::write(&path, text).expect("config written");
+    path.to_str().expect("utf-8 path").to_owned()
+}
