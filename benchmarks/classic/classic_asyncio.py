@@ -1,18 +1,26 @@
 """The classic approach to running Databricks queries from async Python, as a baseline.
 
-An asyncio application wraps the synchronous `databricks-sql-connector` (SEA backend) in
-`asyncio.to_thread`, submits every query at once with `asyncio.gather` and drains each result.
-Each worker thread keeps one connection (session) in a `threading.local`, the way a careful
-application reuses sessions; the default executor is sized with `--workers` (0 keeps asyncio's own
-default, `min(32, cpu_count + 4)` threads).
+An asyncio application wraps a synchronous official client in `asyncio.to_thread`, submits every
+query at once with `asyncio.gather` and drains each result as an Arrow table:
 
-Prints one JSON line on stdout: wall time, rows, errors, peak threads (`threading.active_count()`
-and OS threads from /proc/self/task, sampled every 10 ms) and peak RSS (sampled VmRSS, VmHWM).
+- `--client connector`: `databricks-sql-connector` (SEA backend, `use_sea=True`); each worker
+  thread keeps one connection (session) in a `threading.local`, the way a careful application
+  reuses sessions; results are read with `cursor.fetchall_arrow()` (EXTERNAL_LINKS, LZ4).
+- `--client sdk`: `databricks-sdk` statement execution (`WorkspaceClient.statement_execution`),
+  one shared client; `EXTERNAL_LINKS` + `ARROW_STREAM`, polling while PENDING/RUNNING, every chunk
+  link downloaded in turn with `requests` and decoded with `pyarrow.ipc`, the documented recipe.
 
-Usage: classic_asyncio.py --port PORT --token TOKEN [--warehouse ID] [--queries N] [--workers W]
-       [--sql SQL] [--timeout SECONDS]
-Needs the venv of requirements-test.txt. Talks to 127.0.0.1 over HTTPS without verifying the
-(self-signed) certificate: loopback benchmarks only.
+The default executor is sized with `--workers` (0 keeps asyncio's own default,
+`min(32, cpu_count + 4)` threads).
+
+Prints one JSON line on stdout: wall time, start/first batch/end timestamps (Unix seconds),
+rows, errors, peak threads (`threading.active_count()` and OS threads from /proc/self/task,
+sampled every 10 ms) and peak RSS (sampled VmRSS, VmHWM).
+
+Usage: classic_asyncio.py --client {connector,sdk} --url URL --token TOKEN [--warehouse ID]
+       [--queries N] [--workers W] [--sql SQL] [--timeout SECONDS]
+Needs the venv of requirements-test.txt. The connector talks HTTPS to 127.0.0.1 without verifying
+the (self-signed) certificate: loopback benchmarks only.
 """
 import argparse
 import asyncio
@@ -23,13 +31,16 @@ import resource
 import sys
 import threading
 import time
+import urllib.parse
 
-from databricks import sql
+import pyarrow
+import pyarrow.ipc
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--port", type=int, required=True, help="emulator HTTPS port on 127.0.0.1")
+    p.add_argument("--client", choices=["connector", "sdk"], default="connector")
+    p.add_argument("--url", required=True, help="emulator URL (https:// for the connector)")
     p.add_argument("--token", required=True, help="personal access token")
     p.add_argument("--warehouse", default="bench", help="warehouse id (default bench)")
     p.add_argument("--queries", type=int, default=1000, help="concurrent queries (default 1000)")
@@ -88,18 +99,19 @@ class Sampler:
         self._thread.join(5)
 
 
-def main():
-    args = parse_args()
+def connector_runner(args, connections, lock):
+    """A blocking `run_query()` over databricks-sql-connector, one session per thread."""
+    from databricks import sql
+
+    url = urllib.parse.urlsplit(args.url)
     local = threading.local()
-    connections = []
-    lock = threading.Lock()
 
     def connection():
         conn = getattr(local, "conn", None)
         if conn is None:
             conn = sql.connect(
-                server_hostname="127.0.0.1",
-                _port=args.port,
+                server_hostname=url.hostname,
+                _port=url.port,
                 http_path=f"/sql/1.0/warehouses/{args.warehouse}",
                 access_token=args.token,
                 use_sea=True,
@@ -113,14 +125,93 @@ def main():
                 connections.append(conn)
         return conn
 
-    def run_query():
-        """Blocking: one statement on this thread's session, result drained."""
+    def run_query(first_batch):
         cursor = connection().cursor()
         try:
             cursor.execute(args.sql)
-            return cursor.fetchall_arrow().num_rows
+            table = cursor.fetchall_arrow()
+            first_batch(time.time())
+            return table.num_rows
         finally:
             cursor.close()
+
+    return run_query
+
+
+def sdk_runner(args):
+    """A blocking `run_query()` over databricks-sdk statement execution."""
+    import requests
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.service.sql import Disposition, Format, StatementState
+
+    client = WorkspaceClient(host=args.url, token=args.token, auth_type="pat")
+    api = client.statement_execution
+    downloads = threading.local()
+    pending = (StatementState.PENDING, StatementState.RUNNING)
+
+    def session():
+        s = getattr(downloads, "session", None)
+        if s is None:
+            s = downloads.session = requests.Session()
+        return s
+
+    def run_query(first_batch):
+        response = api.execute_statement(
+            statement=args.sql,
+            warehouse_id=args.warehouse,
+            disposition=Disposition.EXTERNAL_LINKS,
+            format=Format.ARROW_STREAM,
+            wait_timeout="10s",
+        )
+        delay = 0.05
+        while response.status.state in pending:
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            response = api.get_statement(response.statement_id)
+        if response.status.state != StatementState.SUCCEEDED:
+            raise RuntimeError(f"statement ended {response.status.state}: {response.status.error}")
+        tables = []
+        result = response.result
+        while result is not None:
+            links = result.external_links or []
+            for link in links:
+                body = session().get(link.external_link, headers=link.http_headers or {}, timeout=600)
+                body.raise_for_status()
+                tables.append(pyarrow.ipc.open_stream(body.content).read_all())
+                if len(tables) == 1:
+                    first_batch(time.time())
+            index = links[-1].next_chunk_index if links else None
+            result = (
+                api.get_statement_result_chunk_n(response.statement_id, index)
+                if index is not None
+                else None
+            )
+        if not tables:
+            first_batch(time.time())
+            return 0
+        return pyarrow.concat_tables(tables).num_rows
+
+    return run_query
+
+
+def main():
+    args = parse_args()
+    connections = []
+    lock = threading.Lock()
+    first_batches = []
+
+    def first_batch(at):
+        with lock:
+            first_batches.append(at)
+
+    if args.client == "connector":
+        run_one = connector_runner(args, connections, lock)
+    else:
+        run_one = sdk_runner(args)
+
+    def run_query():
+        """Blocking: one statement, result drained."""
+        return run_one(first_batch)
 
     async def run_all():
         if args.workers > 0:
@@ -133,9 +224,11 @@ def main():
         )
 
     with Sampler() as sampler:
+        started_unix = time.time()
         started = time.perf_counter()
         results = asyncio.run(run_all())
         wall = time.perf_counter() - started
+        finished_unix = time.time()
     errors = [r for r in results if isinstance(r, BaseException)]
     rows = sum(r for r in results if isinstance(r, int))
     for conn in connections:
@@ -146,9 +239,13 @@ def main():
     print(
         json.dumps(
             {
+                "client": args.client,
                 "queries": args.queries,
                 "workers": args.workers or min(32, (os.cpu_count() or 1) + 4),
                 "wall_s": wall,
+                "started_unix": started_unix,
+                "first_batch_unix": min(first_batches) if first_batches else None,
+                "finished_unix": finished_unix,
                 "rows": rows,
                 "errors": len(errors),
                 "first_error": repr(errors[0])[:300] if errors else None,

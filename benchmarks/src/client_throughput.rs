@@ -149,10 +149,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     let client_mb_s = mb_per_s(ipc_bytes, client_secs);
 
-    emit(json!({
-        "scenario": "client-throughput",
-        "parameters": {"scale": args.scale, "chunk_rows": args.chunk_rows, "threads": args.threads,
-                        "prefetch_mib": args.prefetch_mib},
+    emit(
+        "client-throughput",
+        json!({"scale": args.scale, "chunk_rows": args.chunk_rows, "threads": args.threads,
+               "prefetch_mib": args.prefetch_mib}),
+        json!({
         "rows": rows, "chunks": chunks, "arrow_ipc_bytes": ipc_bytes, "lz4_bytes": compressed,
         "raw_fetch_mb_s": mb_per_s(ipc_bytes, fetch_secs),
         "decode_mb_s_per_core": decode_mb_s,
@@ -162,7 +163,8 @@ pub fn run(args: Args) -> Result<()> {
         "warehouse_execute_s": execute_secs,
         "round_trip_mb_s": mb_per_s(ipc_bytes, round_trip_secs),
         "ratio_client_to_ceiling": client_mb_s / ceiling_mb_s,
-    }));
+        }),
+    );
     eprintln!(
         "{rows} rows, {:.0} MB of Arrow in {chunks} chunks ({:.0} MB LZ4)\n\
          decode, one core:       {decode_mb_s:>8.0} MB/s\n\

@@ -82,16 +82,18 @@ pub fn run(args: Args) -> Result<()> {
     let served = served.into_inner();
     let served_mb_s = mb_per_s(served, download_secs);
 
-    emit(json!({
-        "scenario": "emulator-throughput",
-        "parameters": {"statements": args.statements, "concurrency": args.concurrency,
-                        "scale": args.scale, "download_threads": args.download_threads},
+    emit(
+        "emulator-throughput",
+        json!({"statements": args.statements, "concurrency": args.concurrency,
+               "scale": args.scale, "download_threads": args.download_threads}),
+        json!({
         "tiny_statements_per_s": tiny_per_s,
         "large_result_execute_s": execute_secs,
         "large_result_chunks": chunks,
         "large_result_lz4_bytes": served,
         "served_mb_s": served_mb_s,
-    }));
+        }),
+    );
     eprintln!(
         "tiny statements: {tiny_per_s:.0}/s with {} callers\n\
          large result: executed in {execute_secs:.1} s, {chunks} chunks, {:.0} MB LZ4 served at {served_mb_s:.0} MB/s",

@@ -10,12 +10,8 @@
 //! self-signed certificate); the connector needs HTTPS, so its emulator serves TLS.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -26,13 +22,15 @@ use dbfed_executor::{DatabricksDriver, ExecutionMode, Executor, MetricsSnapshot}
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use crate::classic::{ClassicClient, ClassicOptions};
 use crate::emit;
+use crate::sys::{Sampler, last_json_line, os_threads, reset_peak_rss, run_process, status_bytes};
 
 const TOKEN: &str = "dapi-bench";
 const WAREHOUSE: &str = "bench";
 
 /// Flags of `executor-concurrency`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Queries submitted at once (each a tiny one-row statement).
     #[arg(long, default_value_t = 1_000)]
@@ -98,7 +96,8 @@ pub fn run(args: Args) -> Result<()> {
         };
         let url = args.emulator_url.as_deref().context("--emulator-url")?;
         let figures = concurrent(&runtime, url, &args, mode, threads, timeout)?;
-        emit(figures_json(&figures, mode, threads, ideal_s, &parameters));
+        let (params, figures) = figures_json(&figures, mode, threads, ideal_s, &parameters);
+        emit(SCENARIO, params, figures);
         return Ok(());
     }
 
@@ -121,21 +120,22 @@ pub fn run(args: Args) -> Result<()> {
         let value = last_json_line(&stdout, mode_name(mode))?;
         verify_statements(&emulator, &mode_sql(mode), args.queries, &["SUCCEEDED"])
             .with_context(|| mode_name(mode))?;
-        let wall = value["wall_s"].as_f64().context("wall_s")?;
+        let figures = &value["figures"];
+        let wall = figures["wall_s"].as_f64().context("wall_s")?;
         eprintln!(
-            "{:<16} {} queries in {wall:.2} s (ideal {ideal_s:.2} s, ×{:.2}); OS threads peak {}; \
+            "{:<18} {} queries in {wall:.2} s (ideal {ideal_s:.2} s, ×{:.2}); OS threads peak {}; \
              RSS peak {:.0} MiB (from {:.0}); executor peak running {}, polling {}",
             mode_name(mode),
             args.queries,
             wall / ideal_s.max(f64::EPSILON),
-            value["peak_os_threads"],
-            value["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64,
-            value["baseline_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64,
-            value["metrics"]["peak_running"],
-            value["metrics"]["peak_polling"],
+            figures["peak_os_threads"],
+            figures["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64,
+            figures["baseline_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64,
+            figures["metrics"]["peak_running"],
+            figures["metrics"]["peak_polling"],
         );
         walls.push((mode_name(mode), wall));
-        emit(value);
+        emit(SCENARIO, value["params"].clone(), figures.clone());
     }
     drop(emulator);
 
@@ -143,8 +143,12 @@ pub fn run(args: Args) -> Result<()> {
         overhead(&runtime, &args, timeout, &parameters)?;
     }
 
-    if let Some(python) = &args.python {
-        let classic = classic(&args, python, latency, timeout)?;
+    let Some(python) = &args.python else {
+        eprintln!("classic asyncio    skipped (no --python / DBFED_TEST_PYTHON)");
+        return Ok(());
+    };
+    for classic_client in ClassicClient::ALL {
+        let classic = classic(&args, python, classic_client, latency, timeout)?;
         let wall = classic["wall_s"]
             .as_f64()
             .context("the script printed no wall_s")?;
@@ -152,32 +156,33 @@ pub fn run(args: Args) -> Result<()> {
             .iter()
             .map(|(mode, w)| ((*mode).to_owned(), json!(wall / w.max(f64::EPSILON))))
             .collect();
+        let rss = |v: &Value| v.as_f64().unwrap_or(0.0);
         eprintln!(
-            "classic asyncio  {} queries in {wall:.2} s (ideal {ideal_s:.2} s); threads peak {}; \
+            "{:<18} {} queries in {wall:.2} s (ideal {ideal_s:.2} s); threads peak {}; \
              RSS peak {:.0} MiB; dbfed speed-up: {}",
+            classic_client.case(),
             args.queries,
             classic["peak_os_threads"],
-            classic["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64,
+            rss(&classic["peak_rss_bytes"]) / (1 << 20) as f64,
             speedups
                 .iter()
                 .map(|(m, s)| format!("{m} ×{:.2}", s.as_f64().unwrap_or(0.0)))
                 .collect::<Vec<_>>()
                 .join(", "),
         );
-        emit(json!({
-            "scenario": "executor-concurrency",
-            "case": "classic-python-asyncio",
-            "parameters": parameters,
-            "ideal_s": ideal_s,
-            "wall_over_ideal": wall / ideal_s.max(f64::EPSILON),
-            "classic": classic,
-            "dbfed_speedup": speedups,
-        }));
-    } else {
-        eprintln!("classic asyncio  skipped (no --python / DBFED_TEST_PYTHON)");
+        let mut params = parameters.clone();
+        params["case"] = json!(classic_client.case());
+        params["workers"] = classic["workers"].clone();
+        let mut figures = classic.clone();
+        figures["ideal_s"] = json!(ideal_s);
+        figures["wall_over_ideal"] = json!(wall / ideal_s.max(f64::EPSILON));
+        figures["dbfed_speedup"] = Value::Object(speedups);
+        emit(SCENARIO, params, figures);
     }
     Ok(())
 }
+
+const SCENARIO: &str = "executor-concurrency";
 
 fn mode_name(mode: ExecutionMode) -> &'static str {
     match mode {
@@ -247,13 +252,12 @@ fn figures_json(
     threads: usize,
     ideal_s: f64,
     parameters: &Value,
-) -> Value {
+) -> (Value, Value) {
     let ratio = figures.wall_s / ideal_s.max(f64::EPSILON);
-    json!({
-        "scenario": "executor-concurrency",
-        "case": mode_name(mode),
-        "parameters": parameters,
-        "threads": threads,
+    let mut params = parameters.clone();
+    params["case"] = json!(mode_name(mode));
+    params["threads"] = json!(threads);
+    let figures = json!({
         "wall_s": figures.wall_s,
         "ideal_s": ideal_s,
         "wall_over_ideal": ratio,
@@ -269,7 +273,8 @@ fn figures_json(
         "metrics": metrics_json(&figures.metrics),
         // Issue 4's target: within 10% of the ideal with at most 32 threads.
         "target_met": ratio <= 1.1 && figures.peak_threads <= 32,
-    })
+    });
+    (params, figures)
 }
 
 struct Figures {
@@ -440,111 +445,55 @@ fn overhead(
         "overhead         {n} sequential tiny queries: client {client_us:.0} µs/query; {}",
         summary.join("; ")
     );
-    emit(json!({
-        "scenario": "executor-concurrency",
-        "case": "overhead",
-        "parameters": parameters,
-        "overhead_queries": n,
-        "poll_ms": args.overhead_poll_ms.max(1),
-        "client_us_per_query": client_us,
-        "executor": by_mode,
-    }));
+    let mut params = parameters.clone();
+    params["case"] = json!("overhead");
+    params["overhead_queries"] = json!(n);
+    params["poll_ms"] = json!(args.overhead_poll_ms.max(1));
+    emit(
+        SCENARIO,
+        params,
+        json!({"client_us_per_query": client_us, "executor": by_mode}),
+    );
     Ok(())
 }
 
-/// Runs `classic_asyncio.py` against a TLS emulator with the same latency and concurrency and
-/// returns the JSON line it printed.
-fn classic(args: &Args, python: &Path, latency: Duration, timeout: Duration) -> Result<Value> {
-    let emulator = emulator(args, latency, true)?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("classic/classic_asyncio.py");
-    let sql = "SELECT 1 AS classic";
-    let mut command = Command::new(python);
-    command
-        .arg(&script)
-        .args(["--port", &emulator.local_addr().port().to_string()])
-        .args(["--token", TOKEN, "--warehouse", WAREHOUSE, "--sql", sql])
-        .args(["--queries", &args.queries.to_string()])
-        .args([
-            "--workers",
-            &args.python_workers.unwrap_or(args.concurrency).to_string(),
-        ])
-        .args(["--timeout", &timeout.as_secs().to_string()])
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONWARNINGS", "ignore");
-    let stdout = run_process(command, timeout, "the classic Python baseline")?;
-    let value = last_json_line(&stdout, "the classic Python baseline")?;
+/// Runs `classic_asyncio.py` with `client` against an emulator with the same latency and
+/// concurrency (TLS for the connector, which speaks only HTTPS) and returns its JSON line.
+fn classic(
+    args: &Args,
+    python: &Path,
+    client: ClassicClient,
+    latency: Duration,
+    timeout: Duration,
+) -> Result<Value> {
+    let emulator = emulator(args, latency, client.needs_tls())?;
+    let sql = format!("SELECT 1 AS {}", client.case().replace('-', "_"));
+    let workers = args.python_workers.unwrap_or(args.concurrency);
+    let value = crate::classic::run(
+        python,
+        client,
+        emulator.url(),
+        &ClassicOptions {
+            token: TOKEN,
+            warehouse: WAREHOUSE,
+            sql: &sql,
+            queries: args.queries,
+            workers,
+            timeout,
+        },
+    )?;
     if value["rows"].as_u64() != Some(args.queries as u64) {
         bail!(
-            "the classic baseline read {} rows, expected {}",
+            "{} read {} rows, expected {}",
+            client.case(),
             value["rows"],
             args.queries
         );
     }
     // The connector closes each statement after reading it: CLOSED counts as done.
-    verify_statements(&emulator, sql, args.queries, &["SUCCEEDED", "CLOSED"])
-        .context("the classic Python baseline")?;
+    verify_statements(&emulator, &sql, args.queries, &["SUCCEEDED", "CLOSED"])
+        .with_context(|| client.case())?;
     Ok(value)
-}
-
-/// Runs `command` to its end (killed after `timeout` plus a grace period) and returns its
-/// stdout; fails with its stderr's tail when it fails.
-fn run_process(mut command: Command, timeout: Duration, what: &str) -> Result<String> {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {what}"))?;
-    let stdout = read_all(child.stdout.take());
-    let stderr = read_all(child.stderr.take());
-    let deadline = Instant::now() + timeout + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{what} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    if !status.success() {
-        bail!(
-            "{what} failed ({status}):\n{stdout}\n{}",
-            tail(&stderr, 2_000)
-        );
-    }
-    Ok(stdout)
-}
-
-/// The last line of `stdout` that is a JSON object.
-fn last_json_line(stdout: &str, what: &str) -> Result<Value> {
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .with_context(|| format!("{what} printed no JSON line"))?;
-    serde_json::from_str(line).with_context(|| format!("{what} printed bad JSON"))
-}
-
-fn read_all(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_string(&mut text);
-        }
-        text
-    })
-}
-
-fn tail(text: &str, max: usize) -> &str {
-    let start = text.len().saturating_sub(max);
-    let start = (start..text.len())
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(text.len());
-    &text[start..]
 }
 
 fn metrics_json(m: &MetricsSnapshot) -> Value {
@@ -571,133 +520,4 @@ fn metrics_json(m: &MetricsSnapshot) -> Value {
             "max": ms(m.checkout_wait.max),
         },
     })
-}
-
-/// OS threads of this process (0 where `/proc` is missing).
-fn os_threads() -> usize {
-    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
-}
-
-/// OS threads of this process by name (`/proc/self/task/*/comm`).
-fn thread_names() -> BTreeMap<String, usize> {
-    let mut names = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return names;
-    };
-    for task in tasks.flatten() {
-        let name = std::fs::read_to_string(task.path().join("comm"))
-            .map(|n| n.trim().to_owned())
-            .unwrap_or_default();
-        // Numbered threads (`dbfed-worker-12`) count under one name.
-        let name = name
-            .trim_end_matches(|c: char| c.is_ascii_digit())
-            .to_owned();
-        *names.entry(name).or_insert(0) += 1;
-    }
-    names
-}
-
-/// A `/proc/self/status` field in kB, as bytes.
-fn status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: u64 = line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-/// Resets VmHWM to the current RSS (Linux ≥ 4.0), so each case reports its own peak; a
-/// failure only leaves the process-wide peak.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// Samples the process's OS threads and RSS every 10 ms on its own thread.
-struct Sampler {
-    stop: Arc<AtomicBool>,
-    peak_rss: Arc<AtomicU64>,
-    thread: Option<JoinHandle<Sampled>>,
-}
-
-/// What a [`Sampler`] saw.
-#[derive(Debug, Default)]
-struct Sampled {
-    /// Most OS threads of the process at once (the sampler's own thread excluded).
-    threads: usize,
-    /// Thread names (numbers stripped) and counts at that peak.
-    names: BTreeMap<String, usize>,
-    /// Largest sampled VmRSS.
-    rss_bytes: u64,
-}
-
-impl Sampler {
-    fn start() -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let peak_rss = Arc::new(AtomicU64::new(0));
-        let (s, r) = (stop.clone(), peak_rss.clone());
-        let thread = std::thread::Builder::new()
-            .name("bench-sampler".into())
-            .spawn(move || {
-                let mut peak = Sampled::default();
-                while !s.load(Ordering::Relaxed) {
-                    r.fetch_max(status_bytes("VmRSS:").unwrap_or(0), Ordering::Relaxed);
-                    let mut names = thread_names();
-                    names.remove("bench-sampler");
-                    let threads: usize = names.values().sum();
-                    if threads > peak.threads {
-                        peak.threads = threads;
-                        peak.names = names;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                peak
-            })
-            .ok();
-        Self {
-            stop,
-            peak_rss,
-            thread,
-        }
-    }
-
-    /// Stops sampling and returns the peaks.
-    fn stop(mut self) -> Sampled {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut sampled = self
-            .thread
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default();
-        sampled.rss_bytes = self.peak_rss.load(Ordering::Relaxed);
-        sampled
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proc_readings_are_plausible() {
-        assert!(os_threads() >= 1);
-        assert!(status_bytes("VmRSS:").is_some_and(|b| b > 0));
-        assert_eq!(status_bytes("NoSuchField:"), None);
-        let sampler = Sampler::start();
-        std::thread::sleep(Duration::from_millis(30));
-        let sampled = sampler.stop();
-        assert!(sampled.threads >= 1 && sampled.rss_bytes > 0, "{sampled:?}");
-        assert!(!sampled.names.contains_key("bench-sampler"), "{sampled:?}");
-        assert!(thread_names().values().sum::<usize>() >= 1);
-    }
-
-    #[test]
-    fn tail_keeps_char_boundaries() {
-        assert_eq!(tail("héllo", 3), "llo");
-        assert_eq!(tail("héllo", 4), "llo");
-        assert_eq!(tail("ab", 10), "ab");
-    }
 }

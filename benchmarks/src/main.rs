@@ -1,13 +1,23 @@
 //! `dbfed-bench`: dbfed's benchmark scenarios, one subcommand each.
 //!
 //! Every scenario starts its own emulator on loopback, is bounded in size and time, prints one
-//! JSON object per result line on stdout (scenario, parameters, figures) and a short human summary
-//! on stderr. Figures that compare are measured side by side in the same run: report their ratios.
+//! JSON object per result line on stdout, `{"scenario": .., "params": {..}, "figures": {..}}`,
+//! and a short human summary on stderr. Figures that compare are measured side by side in the
+//! same run: report their ratios. `report` turns a file of such lines into `BENCHMARKS.md` and
+//! SVG plots.
 
+mod adbc;
+mod classic;
 mod client_throughput;
 mod emulator_throughput;
+mod engine;
 mod executor_concurrency;
+mod federation;
+mod large_result;
 mod raw;
+mod report;
+mod svg;
+mod sys;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -30,6 +40,31 @@ enum Scenario {
     /// latency and a concurrency limit: wall time against the ideal, peak threads and RSS; the
     /// executor's overhead per query; the classic Python asyncio baseline with `--python`.
     ExecutorConcurrency(executor_concurrency::Args),
+    /// Scenario 1 (+ 3): one large result end to end, stage by stage (disk ceiling, client,
+    /// executor, the classic Python clients) at several result sizes: MB/s, ratio to the
+    /// ceiling, time to first batch, peak RSS; each stage in its own process.
+    LargeResult(large_result::Args),
+    /// Scenario 2 (+ 3): `executor-concurrency` at several concurrency levels.
+    ConcurrencySweep(SweepArgs),
+    /// Scenario 4: TPC-H with mixed placement under each pushdown level: bytes and rows the
+    /// warehouse served, against what each query really needs.
+    Federation(federation::Args),
+    /// Scenario 5: ADBC Python `fetch_arrow_table` throughput from dbfed's Flight SQL server.
+    Adbc(adbc::Args),
+    /// Reads a results file (JSON lines) and writes `BENCHMARKS.md` and SVG plots.
+    Report(report::Args),
+}
+
+/// Flags of `concurrency-sweep`.
+#[derive(Debug, clap::Args)]
+struct SweepArgs {
+    /// Concurrent query counts, in order.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,500,1000")]
+    levels: Vec<usize>,
+    /// The flags of each level's `executor-concurrency` run (`--queries` comes from `--levels`;
+    /// the overhead figure runs once, at the last level).
+    #[command(flatten)]
+    level: executor_concurrency::Args,
 }
 
 fn main() -> Result<()> {
@@ -37,12 +72,40 @@ fn main() -> Result<()> {
         Scenario::ClientThroughput(args) => client_throughput::run(args),
         Scenario::EmulatorThroughput(args) => emulator_throughput::run(args),
         Scenario::ExecutorConcurrency(args) => executor_concurrency::run(args),
+        Scenario::LargeResult(args) => large_result::run(args),
+        Scenario::ConcurrencySweep(args) => sweep(args),
+        Scenario::Federation(args) => federation::run(args),
+        Scenario::Adbc(args) => adbc::run(args),
+        Scenario::Report(args) => report::run(args),
     }
 }
 
-/// Prints one machine-readable result line.
-pub fn emit(value: serde_json::Value) {
-    println!("{value}");
+fn sweep(args: SweepArgs) -> Result<()> {
+    let SweepArgs { levels, level } = args;
+    if levels.is_empty() || levels.contains(&0) {
+        anyhow::bail!("--levels needs at least one count, each at least 1");
+    }
+    let overhead = level.overhead_queries;
+    for (i, queries) in levels.iter().enumerate() {
+        eprintln!("== {queries} concurrent queries");
+        let last = i + 1 == levels.len();
+        executor_concurrency::run(executor_concurrency::Args {
+            queries: *queries,
+            overhead_queries: if last { overhead } else { 0 },
+            emulator_url: None,
+            child_mode: None,
+            ..level.clone()
+        })?;
+    }
+    Ok(())
+}
+
+/// Prints one machine-readable result line: `{"scenario", "params", "figures"}`.
+pub fn emit(scenario: &str, params: serde_json::Value, figures: serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::json!({"scenario": scenario, "params": params, "figures": figures})
+    );
 }
 
 /// Megabytes (10^6 bytes) per second.
