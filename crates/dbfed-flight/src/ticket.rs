@@ -278,4 +278,102 @@ mod tests {
         assert_ne!(a.keyed_hash(b"tok"), b.keyed_hash(b"tok"));
         assert_ne!(a.keyed_hash(b"tok"), a.keyed_hash(b"tok2"));
     }
+
+    mod properties {
+        //! Hostile input: whatever bytes arrive as a ticket, handle or token, decoding is a
+        //! typed refusal or the untouched payload — never a panic, never an altered payload.
+        use super::*;
+        use proptest::prelude::*;
+
+        const KINDS: [Kind; 4] = [
+            Kind::Unspecified,
+            Kind::StatementTicket,
+            Kind::PreparedStatement,
+            Kind::BearerToken,
+        ];
+
+        fn arbitrary_payload() -> impl Strategy<Value = Payload> {
+            (
+                ".{0,64}",
+                proptest::collection::vec(any::<u8>(), 0..64),
+                ".{0,16}",
+                proptest::collection::vec(".{0,8}", 0..4),
+            )
+                .prop_map(|(sql, parameters, principal, parameter_names)| Payload {
+                    sql,
+                    parameters,
+                    principal,
+                    parameter_names,
+                    query_id: b"q".to_vec(),
+                    ..Default::default()
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_bytes_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..512),
+                                           kind in 0usize..4) {
+                let signer = Signer::new(b"secret".to_vec());
+                prop_assert!(signer.verify(&bytes, KINDS[kind]).is_err());
+            }
+
+            #[test]
+            fn altered_tickets_are_refused(payload in arbitrary_payload(),
+                                           flips in proptest::collection::vec((any::<usize>(), 0u8..8), 1..4),
+                                           cut in proptest::option::of(any::<usize>())) {
+                let signer = Signer::new(b"secret".to_vec());
+                let valid = signer.issue(payload.clone(), Kind::StatementTicket, Duration::from_secs(60));
+                let mut bytes = valid.clone();
+                for (at, bit) in flips {
+                    let at = at % bytes.len();
+                    bytes[at] ^= 1 << bit;
+                }
+                if let Some(cut) = cut {
+                    bytes.truncate(cut % (bytes.len() + 1));
+                }
+                match signer.verify(&bytes, Kind::StatementTicket) {
+                    // Flips that cancel out (the same bit twice) leave the ticket intact; any
+                    // accepted variant must carry exactly the signed payload.
+                    Ok(back) => {
+                        prop_assert_eq!(back.sql, payload.sql);
+                        prop_assert_eq!(back.parameters, payload.parameters);
+                        prop_assert_eq!(back.principal, payload.principal);
+                    }
+                    Err(TicketError::Forged { what }) => prop_assert_eq!(what, "ticket"),
+                    Err(other) => prop_assert!(false, "unexpected refusal {other:?}"),
+                }
+            }
+
+            #[test]
+            fn valid_payloads_round_trip_only_for_their_kind(payload in arbitrary_payload(),
+                                                             kind in 1usize..4, other in 0usize..4) {
+                let signer = Signer::new(b"secret".to_vec());
+                let bytes = signer.issue(payload.clone(), KINDS[kind], Duration::from_secs(60));
+                let back = signer.verify(&bytes, KINDS[kind]).expect("a fresh payload verifies");
+                prop_assert_eq!(&back.sql, &payload.sql);
+                prop_assert_eq!(&back.parameters, &payload.parameters);
+                prop_assert_eq!(&back.parameter_names, &payload.parameter_names);
+                if other != kind {
+                    prop_assert!(signer.verify(&bytes, KINDS[other]).is_err());
+                }
+                // Another server's secret never accepts it.
+                prop_assert!(Signer::new(b"other".to_vec()).verify(&bytes, KINDS[kind]).is_err());
+            }
+
+            #[test]
+            fn forged_payloads_signed_with_another_key_are_refused(payload in arbitrary_payload(),
+                                                                    key in proptest::collection::vec(any::<u8>(), 0..64)) {
+                prop_assume!(key != b"secret");
+                let forger = Signer::new(key);
+                let bytes = forger.issue(payload, Kind::StatementTicket, Duration::from_secs(60));
+                let signer = Signer::new(b"secret".to_vec());
+                prop_assert_eq!(
+                    signer.verify(&bytes, Kind::StatementTicket),
+                    Err(TicketError::Forged { what: "ticket" })
+                );
+            }
+        }
+    }
 }

@@ -134,8 +134,13 @@ async fn baseline(fed: &Federated) -> Fingerprint {
 fn assert_all_exact(scenario: &str, fed: &Federated, baseline: &Fingerprint, runs: &[Outcome]) {
     for run in runs {
         match run {
-            Ok(fp) => assert_eq!(fp, baseline, "{scenario}: a row was lost, changed or duplicated"),
-            Err((e, rows)) => panic!("{scenario}: a retryable fault failed a query after {rows} rows: {e}"),
+            Ok(fp) => assert_eq!(
+                fp, baseline,
+                "{scenario}: a row was lost, changed or duplicated"
+            ),
+            Err((e, rows)) => {
+                panic!("{scenario}: a retryable fault failed a query after {rows} rows: {e}")
+            }
         }
     }
     eprintln!(
@@ -160,7 +165,10 @@ fn assert_exact_or_error<'a>(
         match run {
             Ok(fp) => assert_eq!(fp, baseline, "{scenario}: a clean end with other data"),
             Err((e, rows)) => {
-                assert!(*rows < baseline.rows, "{scenario}: error after all rows: {e}");
+                assert!(
+                    *rows < baseline.rows,
+                    "{scenario}: error after all rows: {e}"
+                );
                 assert!(
                     matches!(e, FlightError::Tonic(_)),
                     "{scenario}: not a gRPC status: {e:?}"
@@ -194,14 +202,33 @@ async fn retryable_storms_through_flight_cost_no_rows() {
     let baseline = baseline(&fed).await;
     let faults = fed.emulator.faults();
     let rules = [
-        faults.inject(FaultRule::status(Endpoint::Any, 429, Some(1)).rate(0.15).times(100)),
-        faults.inject(FaultRule::status(Endpoint::GetStatement, 503, None).rate(0.15).times(50)),
-        faults.inject(FaultRule::status(Endpoint::GetChunk, 503, Some(1)).rate(0.15).times(50)),
-        faults.inject(FaultRule::status(Endpoint::Download, 500, None).rate(0.1).times(50)),
         faults.inject(
-            FaultRule::new(Endpoint::Download, FaultAction::ResetMidDownload { after_bytes: 64 })
+            FaultRule::status(Endpoint::Any, 429, Some(1))
+                .rate(0.15)
+                .times(100),
+        ),
+        faults.inject(
+            FaultRule::status(Endpoint::GetStatement, 503, None)
+                .rate(0.15)
+                .times(50),
+        ),
+        faults.inject(
+            FaultRule::status(Endpoint::GetChunk, 503, Some(1))
+                .rate(0.15)
+                .times(50),
+        ),
+        faults.inject(
+            FaultRule::status(Endpoint::Download, 500, None)
                 .rate(0.1)
                 .times(50),
+        ),
+        faults.inject(
+            FaultRule::new(
+                Endpoint::Download,
+                FaultAction::ResetMidDownload { after_bytes: 64 },
+            )
+            .rate(0.1)
+            .times(50),
         ),
         faults.inject(
             FaultRule::new(
@@ -223,7 +250,12 @@ async fn retryable_storms_through_flight_cost_no_rows() {
     }
     let fired: u64 = rules.iter().map(|r| faults.fired(*r)).sum();
     assert!(fired >= 10, "the storm fired {fired}");
-    assert_all_exact("429/503/500, resets, expired links, 2 rounds", &fed, &baseline, &runs);
+    assert_all_exact(
+        "429/503/500, resets, expired links, 2 rounds",
+        &fed,
+        &baseline,
+        &runs,
+    );
     faults.clear();
     assert_released("after the storm", &fed, None).await;
 }
@@ -254,7 +286,10 @@ async fn unretryable_failures_mid_result_reach_the_flight_client_as_errors() {
     for (e, _) in &failed {
         let (code, message) = status(e);
         assert_ne!(code, Code::Ok);
-        assert!(message.contains("XX000") || message.contains("INTERNAL_ERROR"), "{message}");
+        assert!(
+            message.contains("XX000") || message.contains("INTERNAL_ERROR"),
+            "{message}"
+        );
     }
     faults.clear();
 

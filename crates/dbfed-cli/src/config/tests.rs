@@ -548,3 +548,158 @@ fn the_example_configuration_parses() {
     assert!(config.server.listen.is_some());
     assert!(!config.tables.is_empty());
 }
+
+/// Hostile configuration files: whatever text arrives, parsing returns a configuration or a
+/// typed error that names the file (and the key, for a bad key or value) — never a panic, and
+/// never the secret values the file holds.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECRET: &str = "dapi-hostile-config-secret-0123";
+    const PATH: &str = "/etc/dbfed/dbfed.toml";
+
+    /// Lines that look like this file's TOML: real sections and keys with values of every
+    /// kind (right and wrong), env references, broken syntax.
+    fn line() -> impl Strategy<Value = String> {
+        let section = prop::sample::select(vec![
+            "[databricks]",
+            "[executor]",
+            "[server]",
+            "[server.tls]",
+            "[server.auth]",
+            "[emulator]",
+            "[tables]",
+            "[unknown]",
+            "[[databricks]]",
+            "[databricks",
+            "[]",
+        ])
+        .prop_map(str::to_owned);
+        let key = prop::sample::select(vec![
+            "host",
+            "token",
+            "warehouse_id",
+            "http_path",
+            "statement_timeout",
+            "download_threads",
+            "threads",
+            "queue_depth",
+            "queue_timeout",
+            "pool_size",
+            "mode",
+            "listen",
+            "allow_writes",
+            "ticket_secret",
+            "cert",
+            "tokens",
+            "tpch_scale",
+            "emulator",
+            "nation",
+            "bogus",
+            "a.b.c",
+            "\"quoted key\"",
+        ]);
+        let value = prop_oneof![
+            Just("\"x\"".to_owned()),
+            Just("-1".to_owned()),
+            Just("18446744073709551616".to_owned()),
+            Just("1e309".to_owned()),
+            Just("true".to_owned()),
+            Just("\"1m 30s\"".to_owned()),
+            Just("\"forever\"".to_owned()),
+            Just("\"${UNSET}\"".to_owned()),
+            Just("\"${BAD NAME}\"".to_owned()),
+            Just("\"${UNTERMINATED\"".to_owned()),
+            Just("\"submit-and-poll\"".to_owned()),
+            Just("[1, \"two\", {}]".to_owned()),
+            Just("{ a = 1 }".to_owned()),
+            Just("\"/no/such/file.parquet\"".to_owned()),
+            Just("\"unterminated".to_owned()),
+            Just("1979-05-27T07:32:00Z".to_owned()),
+            ".{0,12}",
+        ];
+        prop_oneof![
+            3 => (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+            1 => section,
+            1 => ".{0,40}",
+        ]
+    }
+
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        let env = env(&[("SET", "value")]);
+        // No panic, whatever the outcome.
+        if let Err(e) = Config::parse(text, Path::new(PATH), &env) {
+            let message = e.to_string();
+            prop_assert!(message.contains(PATH), "no file in {message:?}");
+            prop_assert!(!message.contains(SECRET), "secret in {message:?}");
+            prop_assert!(!format!("{e:?}").contains(SECRET), "secret in {e:?}");
+            if let ConfigFileError::Invalid { key, location, .. }
+            | ConfigFileError::MissingEnvVar { key, location, .. } = &e
+            {
+                prop_assert!(!key.is_empty(), "no key in {message:?}");
+                prop_assert!(
+                    location.line >= 1 && location.line <= text.lines().count().max(1) + 1
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,400}") {
+            check(&text)?;
+        }
+
+        #[test]
+        fn toml_like_files_fail_with_the_file_and_key(lines in prop::collection::vec(line(), 0..24)) {
+            // The secret sits in a valid key; whatever surrounds it must not leak it.
+            let mut text = format!("[databricks]\ntoken = \"{SECRET}\"\n");
+            text.push_str(&lines.join("\n"));
+            check(&text)?;
+        }
+
+        #[test]
+        fn byte_mutations_of_the_example_never_panic(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<char>()), 1..6),
+        ) {
+            let mut chars: Vec<char> = EXAMPLE.chars().collect();
+            for (at, c) in edits {
+                let i = at.index(chars.len());
+                chars[i] = c;
+            }
+            let text: String = chars.into_iter().collect();
+            check(&text)?;
+        }
+    }
+
+    /// A full configuration (every section), the seed of the mutation property.
+    const EXAMPLE: &str = r#"
+[databricks]
+host = "adb-1.2.azuredatabricks.net"
+http_path = "/sql/1.0/warehouses/abc"
+token = "dapi-hostile-config-secret-0123"
+statement_timeout = "10m"
+download_threads = 8
+
+[executor]
+threads = 4
+queue_depth = 100
+queue_timeout = "1m 30s"
+mode = "submit-and-poll"
+
+[server]
+listen = "127.0.0.1:0"
+allow_writes = false
+ticket_secret = "0123456789abcdef0123456789abcdef"
+
+[server.auth]
+tokens = ["${SET}", "${OTHER:-fallback}"]
+
+[tables]
+nation = "data/nation.parquet"
+"#;
+}
