@@ -522,7 +522,8 @@ impl Drop for Handle {
 /// Runs blocking [`Driver`] queries on a fixed set of dedicated threads and streams their
 /// results to async code.
 ///
-/// Cheap to clone; the last clone dropped shuts the executor down (see
+/// Cheap to clone; each open [`QueryStream`] holds a clone too, so a stream keeps running after
+/// the caller dropped its handles. The last clone dropped shuts the executor down (see
 /// [`Executor::shutdown`]). Dropped on a tokio runtime thread, it does not block: the
 /// teardown (joining threads, closing sessions) then finishes on a background thread.
 #[derive(Clone)]
@@ -629,7 +630,14 @@ impl Executor {
             Some(Msg::Start {
                 schema,
                 statement_id,
-            }) => Ok(QueryStream::new(schema, statement_id, rx, end_rx, guard)),
+            }) => Ok(QueryStream::new(
+                schema,
+                statement_id,
+                rx,
+                end_rx,
+                guard,
+                self.clone(),
+            )),
             Some(Msg::Batch(_)) => {
                 guard.finish();
                 Err(ExecutorError::Incomplete)

@@ -58,6 +58,9 @@ pub struct QueryStream {
     end: oneshot::Receiver<End>,
     guard: QueryGuard,
     done: bool,
+    /// Keeps the executor running while its stream is read, even when the caller dropped every
+    /// other handle (declared last: the guard cancels an unfinished query first).
+    _executor: crate::Executor,
 }
 
 /// The stream type [`Executor::query`](crate::Executor::query) returns.
@@ -80,6 +83,7 @@ impl QueryStream {
         rx: mpsc::Receiver<Msg>,
         end: oneshot::Receiver<End>,
         guard: QueryGuard,
+        executor: crate::Executor,
     ) -> Self {
         Self {
             schema,
@@ -88,6 +92,7 @@ impl QueryStream {
             end,
             guard,
             done: false,
+            _executor: executor,
         }
     }
 

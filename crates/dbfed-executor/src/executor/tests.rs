@@ -1072,29 +1072,39 @@ async fn dropping_the_last_clone_on_a_runtime_thread_does_not_block() {
             fake.open_gate();
         })
     };
-    // The last clone, dropped on this runtime thread: must not wait for the driver call (nor
-    // join any thread).
+    // The stream holds the last handle once the executor is dropped; dropping it on this
+    // runtime thread must not wait for the driver call (nor join any thread).
     drop(executor);
+    drop(stream);
     assert_eq!(
         fake.in_gate.load(Ordering::SeqCst),
         1,
-        "dropping the executor waited for the running driver call"
+        "dropping the last handle waited for the running driver call"
     );
     done.store(true, Ordering::SeqCst);
     guard.join().expect("guard thread");
-    // The teardown runs in the background: it cancels the query...
+    // The teardown runs in the background: it cancels the query and closes the session.
     eventually("the query is canceled", || {
         fake.canceller_runs.load(Ordering::SeqCst) == 1
     })
     .await;
-    // ...whose reader then ends (ignoring the cancel): that end proves nothing, the stream
-    // reports the shutdown rather than a silently short result. The session is closed.
     fake.open_gate();
-    let last = stream.next().await;
-    assert!(
-        matches!(last, Some(Err(ExecutorError::Shutdown))),
-        "{last:?}"
-    );
+    eventually("the session is closed", || {
+        fake.closes.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_keeps_its_executor_alive() {
+    let (fake, driver) = fake();
+    let executor = Executor::builder(driver).threads(1).build().expect("valid");
+    let stream = executor.query("rows 4 3", &[]).await.expect("runs");
+    // The caller drops its executor handle (e.g. a cache evicts it) while the stream is read.
+    drop(executor);
+    let batches: Vec<RecordBatch> = stream.try_collect().await.expect("every batch, no error");
+    assert_eq!(values(&batches), (1000..1012).collect::<Vec<_>>());
+    // The stream held the last handle: the executor shuts down after it, in the background.
     eventually("the session is closed", || {
         fake.closes.load(Ordering::SeqCst) == 1
     })
