@@ -15,18 +15,10 @@ use dbfed_emulator::{
 use dbfed_executor::{DatabricksDriver, ExecutionMode, Executor, ExecutorError};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::support::{client_builder, start};
+use crate::support::{client_builder, runtime, start};
 
 /// ~60 000 rows in 120 chunks of 500.
 const LONG: &str = "SELECT l_orderkey, l_partkey, l_comment FROM samples.tpch.lineitem";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn setup(
     emulator: EmulatorBuilder,

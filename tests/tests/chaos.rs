@@ -7,13 +7,9 @@
 //! Each run prints a `chaos:` line (faults fired, rows checked) for RELIABILITY.md; see them
 //! with `cargo test -p dbfed-tests --test main chaos -- --nocapture`.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
-use dbfed_databricks::config::{ClientConfig, Credentials};
+use dbfed_databricks::config::Credentials;
 use dbfed_databricks::{Client, ClientBuilder, RetryPolicy};
 use dbfed_emulator::{
     BackgroundEmulator, Emulator, EmulatorBuilder, Endpoint, FaultAction, FaultRule,
@@ -21,7 +17,9 @@ use dbfed_emulator::{
 use dbfed_executor::{DatabricksDriver, Executor, ExecutorError};
 use futures::StreamExt;
 
-use crate::support::{TOKEN, WAREHOUSE};
+use dbfed_tests::Fingerprint;
+
+use crate::support::{TOKEN, config_with, runtime};
 
 /// 15 000 rows, nine columns of every kind (integers, decimals, dates, strings).
 const SQL: &str = "SELECT * FROM samples.tpch.orders";
@@ -29,48 +27,6 @@ const SQL: &str = "SELECT * FROM samples.tpch.orders";
 const CHUNK_ROWS: usize = 500;
 /// Queries run at once in each scenario.
 const QUERIES: usize = 3;
-
-/// What a result holds, independent of batch boundaries and row order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Fingerprint {
-    rows: u64,
-    /// Per column: wrapping sum of the hashes of its values (with their row position ignored).
-    columns: Vec<u64>,
-    /// Wrapping sum of the hashes of whole rows.
-    row_multiset: u64,
-}
-
-impl Fingerprint {
-    fn of(batches: &[RecordBatch]) -> Self {
-        let width = batches.first().map_or(0, RecordBatch::num_columns);
-        let mut fp = Fingerprint {
-            rows: 0,
-            columns: vec![0; width],
-            row_multiset: 0,
-        };
-        let options = FormatOptions::default().with_null("\u{0}NULL");
-        for batch in batches {
-            let formatters: Vec<ArrayFormatter<'_>> = batch
-                .columns()
-                .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formattable"))
-                .collect();
-            for row in 0..batch.num_rows() {
-                let mut row_hash = DefaultHasher::new();
-                for (c, f) in formatters.iter().enumerate() {
-                    let text = f.value(row).to_string();
-                    let mut h = DefaultHasher::new();
-                    (c, &text).hash(&mut h);
-                    fp.columns[c] = fp.columns[c].wrapping_add(h.finish());
-                    text.hash(&mut row_hash);
-                }
-                fp.row_multiset = fp.row_multiset.wrapping_add(row_hash.finish());
-                fp.rows += 1;
-            }
-        }
-        fp
-    }
-}
 
 /// A patient retry policy with millisecond delays: storms are survived, quickly.
 fn patient_retries() -> RetryPolicy {
@@ -83,14 +39,7 @@ fn patient_retries() -> RetryPolicy {
 }
 
 fn client_builder(emulator: &BackgroundEmulator, credentials: Credentials) -> ClientBuilder {
-    let config = ClientConfig::builder()
-        .host(emulator.url())
-        .warehouse_id(WAREHOUSE)
-        .credentials(credentials)
-        .azure_login_url(emulator.url())
-        .build()
-        .expect("valid configuration");
-    Client::builder(config)
+    Client::builder(config_with(emulator, credentials))
         .retry_policy(patient_retries())
         .poll_interval(Duration::from_millis(5), Duration::from_millis(50))
         // Small prefetch: downloads stay a few chunks ahead, so faults hit mid-result.
@@ -128,11 +77,7 @@ impl Chaos {
         .pool_size(QUERIES)
         .build()
         .expect("executor builds");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         Self {
             emulator,
             executor,

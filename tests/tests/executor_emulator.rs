@@ -16,15 +16,7 @@ use dbfed_executor::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use crate::support::{TOKEN, WAREHOUSE, client_builder, start, wait_for_record};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
+use crate::support::{TOKEN, WAREHOUSE, client_builder, runtime, start, wait_for_record};
 
 fn executor(client: Client) -> ExecutorBuilder {
     Executor::builder(

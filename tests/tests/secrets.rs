@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use dbfed_databricks::config::{ClientConfig, Credentials};
+use dbfed_databricks::config::Credentials;
 use dbfed_databricks::{Client, Error, ResultFormat, ResultStream, RetryPolicy};
 use dbfed_emulator::{BackgroundEmulator, Emulator, Endpoint, FaultAction, FaultRule};
 use dbfed_executor::{DatabricksDriver, Executor};
 use futures::TryStreamExt;
 
-use crate::support::WAREHOUSE;
+use crate::support::config_with;
 
 const PAT: &str = "dapi-secrets-pat-7f3a9c0e1b2d4f6a";
 const WRONG_PAT: &str = "dapi-secrets-wrong-5e8b1c2a9d0f";
@@ -135,13 +135,7 @@ fn fast_retries() -> RetryPolicy {
 }
 
 fn client(emulator: &BackgroundEmulator, credentials: Credentials, format: ResultFormat) -> Client {
-    let config = ClientConfig::builder()
-        .host(emulator.url())
-        .warehouse_id(WAREHOUSE)
-        .credentials(credentials)
-        .azure_login_url(emulator.url())
-        .build()
-        .expect("valid configuration");
+    let config = config_with(emulator, credentials);
     assert_error_clean_debug(&config);
     Client::builder(config)
         .retry_policy(fast_retries())

@@ -19,7 +19,7 @@ use dbfed_emulator::Emulator;
 use dbfed_executor::{DatabricksDriver, Executor, ExecutorError};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::support::{client_builder, start};
+use crate::support::{client_builder, runtime, start};
 
 const CLIENTS: usize = 24;
 const THREADS: usize = 8;
@@ -120,11 +120,7 @@ fn soak_in_this_process() {
     .queue_depth(QUEUE_DEPTH)
     .build()
     .expect("executor builds");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
 
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));

@@ -30,16 +30,21 @@ pub fn client_builder(emulator: &BackgroundEmulator) -> ClientBuilder {
     Client::builder(config).retry_policy(fast_retries())
 }
 
-/// A client for `emulator` signing in with `credentials` (token endpoints on the emulator too).
-pub fn client_with(emulator: &BackgroundEmulator, credentials: Credentials) -> Client {
-    let config = ClientConfig::builder()
+/// The configuration for `emulator` signing in with `credentials` (token endpoints on the
+/// emulator too).
+pub fn config_with(emulator: &BackgroundEmulator, credentials: Credentials) -> ClientConfig {
+    ClientConfig::builder()
         .host(emulator.url())
         .warehouse_id(WAREHOUSE)
         .credentials(credentials)
         .azure_login_url(emulator.url())
         .build()
-        .expect("valid configuration");
-    Client::builder(config)
+        .expect("valid configuration")
+}
+
+/// A client for `emulator` signing in with `credentials` (token endpoints on the emulator too).
+pub fn client_with(emulator: &BackgroundEmulator, credentials: Credentials) -> Client {
+    Client::builder(config_with(emulator, credentials))
         .retry_policy(fast_retries())
         .build()
         .expect("client builds")
@@ -48,6 +53,15 @@ pub fn client_with(emulator: &BackgroundEmulator, credentials: Credentials) -> C
 /// A client for `emulator` with the default options but fast retries.
 pub fn client(emulator: &BackgroundEmulator) -> Client {
     client_builder(emulator).build().expect("client builds")
+}
+
+/// A two-worker runtime for the tests that drive async code from a plain test thread.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Retries with millisecond backoff, so fault tests stay quick.

@@ -8,7 +8,6 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use dbfed_databricks::config::ClientConfig;
 use dbfed_databricks::{Client, Param, RetryPolicy};
 use dbfed_datafusion::{
     DatabricksSource, DatabricksSourceBuilder, PushdownMode, federated_session_context,
@@ -17,38 +16,16 @@ use dbfed_emulator::{BackgroundEmulator, Emulator, EmulatorBuilder, StatementRec
 use dbfed_executor::{
     CancelToken, Connection, DatabricksDriver, Driver, DriverError, Execution, Executor,
 };
+use dbfed_tests::{client_config, on_plain_thread};
 
 /// The token every test emulator accepts.
 pub const TOKEN: &str = "dapi-datafusion-test-token-0123";
 
-/// An emulator that may be dropped inside an async test: its runtime is shut down on a plain
-/// thread (dropping a runtime on a runtime thread panics).
-pub struct Warehouse(Option<BackgroundEmulator>);
-
-impl std::ops::Deref for Warehouse {
-    type Target = BackgroundEmulator;
-
-    fn deref(&self) -> &BackgroundEmulator {
-        self.0.as_ref().expect("present until dropped")
-    }
-}
-
-impl Drop for Warehouse {
-    fn drop(&mut self) {
-        if let Some(emulator) = self.0.take() {
-            let _ = std::thread::spawn(move || drop(emulator)).join();
-        }
-    }
-}
+pub use dbfed_tests::Warehouse;
 
 /// Starts `builder` (with [`TOKEN`] accepted) on a free loopback port.
 pub fn start(builder: EmulatorBuilder) -> Warehouse {
-    Warehouse(Some(
-        builder
-            .token(TOKEN)
-            .spawn("127.0.0.1:0")
-            .expect("the emulator starts on a free loopback port"),
-    ))
+    Warehouse::spawn(builder.token(TOKEN))
 }
 
 /// An emulator with `samples.tpch` at scale 0.01.
@@ -59,14 +36,8 @@ pub fn emulator() -> Warehouse {
 /// The Databricks driver for `emulator`, with fast retries. The blocking HTTP client is built
 /// on a plain thread: building (or dropping) it on a runtime thread panics.
 pub fn driver(emulator: &BackgroundEmulator) -> DatabricksDriver {
-    let url = emulator.url().to_owned();
-    std::thread::spawn(move || {
-        let config = ClientConfig::builder()
-            .host(url)
-            .warehouse_id("df0123456789abcd")
-            .token(TOKEN)
-            .build()
-            .expect("valid configuration");
+    let config = client_config(emulator, "df0123456789abcd", TOKEN);
+    on_plain_thread(move || {
         let client = Client::builder(config)
             .retry_policy(
                 RetryPolicy::default()
@@ -78,8 +49,6 @@ pub fn driver(emulator: &BackgroundEmulator) -> DatabricksDriver {
             .expect("client builds");
         DatabricksDriver::new(client)
     })
-    .join()
-    .expect("the client builds")
 }
 
 /// An executor over `driver`.

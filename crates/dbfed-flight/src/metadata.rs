@@ -132,6 +132,20 @@ fn xdbc(
     }
 }
 
+/// A numeric type: `precision` digits in base `radix`, no literal quoting, basic search.
+fn number(name: &str, data_type: XdbcDataType, precision: i32, radix: i32) -> XdbcTypeInfo {
+    xdbc(
+        name,
+        data_type,
+        Some(precision),
+        None,
+        false,
+        Searchable::Basic,
+        None,
+        Some(radix),
+    )
+}
+
 /// The SQL types of the Databricks dialect, as XDBC type info.
 pub(crate) static XDBC_TYPES: LazyLock<Result<XdbcTypeInfoData, String>> = LazyLock::new(|| {
     use XdbcDataType as X;
@@ -149,66 +163,12 @@ pub(crate) static XDBC_TYPES: LazyLock<Result<XdbcTypeInfoData, String>> = LazyL
             None,
             None,
         ),
-        xdbc(
-            "TINYINT",
-            X::XdbcTinyint,
-            Some(3),
-            None,
-            false,
-            basic,
-            None,
-            Some(10),
-        ),
-        xdbc(
-            "SMALLINT",
-            X::XdbcSmallint,
-            Some(5),
-            None,
-            false,
-            basic,
-            None,
-            Some(10),
-        ),
-        xdbc(
-            "INT",
-            X::XdbcInteger,
-            Some(10),
-            None,
-            false,
-            basic,
-            None,
-            Some(10),
-        ),
-        xdbc(
-            "BIGINT",
-            X::XdbcBigint,
-            Some(19),
-            None,
-            false,
-            basic,
-            None,
-            Some(10),
-        ),
-        xdbc(
-            "FLOAT",
-            X::XdbcFloat,
-            Some(7),
-            None,
-            false,
-            basic,
-            None,
-            Some(2),
-        ),
-        xdbc(
-            "DOUBLE",
-            X::XdbcDouble,
-            Some(15),
-            None,
-            false,
-            basic,
-            None,
-            Some(2),
-        ),
+        number("TINYINT", X::XdbcTinyint, 3, 10),
+        number("SMALLINT", X::XdbcSmallint, 5, 10),
+        number("INT", X::XdbcInteger, 10, 10),
+        number("BIGINT", X::XdbcBigint, 19, 10),
+        number("FLOAT", X::XdbcFloat, 7, 2),
+        number("DOUBLE", X::XdbcDouble, 15, 2),
         xdbc(
             "DECIMAL",
             X::XdbcDecimal,

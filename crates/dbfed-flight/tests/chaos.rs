@@ -6,16 +6,14 @@
 //!
 //! Each scenario prints a `flight chaos:` line with its figures.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow_flight::error::FlightError;
 use dbfed_emulator::{Emulator, Endpoint, FaultAction, FaultRule};
 use futures::StreamExt;
 use tonic::Code;
+
+use dbfed_tests::Fingerprint;
 
 use crate::disconnect::{Federated, assert_released, federated};
 use crate::fixture::client;
@@ -24,46 +22,6 @@ const SQL: &str = "SELECT * FROM samples.tpch.orders";
 const ROWS: u64 = 15_000;
 /// Queries read at once per round, each on its own channel.
 const QUERIES: usize = 3;
-
-/// What a result holds, independent of batch boundaries and row order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Fingerprint {
-    rows: u64,
-    columns: Vec<u64>,
-    row_multiset: u64,
-}
-
-impl Fingerprint {
-    fn of(batches: &[RecordBatch]) -> Self {
-        let width = batches.first().map_or(0, RecordBatch::num_columns);
-        let mut fp = Fingerprint {
-            rows: 0,
-            columns: vec![0; width],
-            row_multiset: 0,
-        };
-        let options = FormatOptions::default().with_null("\u{0}NULL");
-        for batch in batches {
-            let formatters: Vec<ArrayFormatter<'_>> = batch
-                .columns()
-                .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formattable"))
-                .collect();
-            for row in 0..batch.num_rows() {
-                let mut row_hash = DefaultHasher::new();
-                for (c, f) in formatters.iter().enumerate() {
-                    let text = f.value(row).to_string();
-                    let mut h = DefaultHasher::new();
-                    (c, &text).hash(&mut h);
-                    fp.columns[c] = fp.columns[c].wrapping_add(h.finish());
-                    text.hash(&mut row_hash);
-                }
-                fp.row_multiset = fp.row_multiset.wrapping_add(row_hash.finish());
-                fp.rows += 1;
-            }
-        }
-        fp
-    }
-}
 
 /// The fingerprint of everything a query delivered, or its error with the rows before it.
 type Outcome = Result<Fingerprint, (FlightError, u64)>;

@@ -13,7 +13,6 @@ use arrow::array::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::{CancelFlightInfoRequest, CancelStatus, FlightClient, FlightInfo};
 use datafusion::prelude::SessionConfig;
-use dbfed_databricks::config::ClientConfig;
 use dbfed_databricks::{Client, ClientBuilder, RetryPolicy};
 use dbfed_datafusion::{DatabricksSource, federated_session_context};
 use dbfed_emulator::{Emulator, EmulatorBuilder, StatementRecord, StatementState, token_identity};
@@ -21,6 +20,7 @@ use dbfed_executor::{DatabricksDriver, Executor};
 use dbfed_flight::{
     Auth, FlightServerHandle, FlightSqlServer, PassThroughSessions, StaticSessions,
 };
+use dbfed_tests::{client_config, off_runtime};
 use futures::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -50,14 +50,9 @@ pub async fn federated(
     configure: impl FnOnce(ClientBuilder) -> ClientBuilder + Send + 'static,
 ) -> Federated {
     let emulator = warehouse(emulator.tpch_scale(0.01).chunk_rows(500).token(TOKEN));
-    let config = ClientConfig::builder()
-        .host(emulator.url())
-        .warehouse_id("fl0123456789abcd")
-        .token(TOKEN)
-        .build()
-        .expect("config");
+    let config = client_config(&emulator, "fl0123456789abcd", TOKEN);
     // The blocking HTTP client starts threads: build it off the async workers.
-    let executor = tokio::task::spawn_blocking(move || {
+    let executor = off_runtime(move || {
         let client = configure(
             Client::builder(config)
                 .retry_policy(
@@ -83,8 +78,7 @@ pub async fn federated(
         .build()
         .expect("executor")
     })
-    .await
-    .expect("join");
+    .await;
     let source = DatabricksSource::builder(executor.clone())
         .build()
         .expect("source");

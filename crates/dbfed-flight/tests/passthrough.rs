@@ -16,26 +16,11 @@ use crate::fixture::{client, code, fetch, i64_column, query, start};
 const TOKEN_A: &str = "dapi-user-a-0000000000000000";
 const TOKEN_B: &str = "dapi-user-b-0000000000000000";
 
-/// An emulator that may be dropped inside an async test (its runtime stops on a plain thread).
-pub struct Warehouse(Option<BackgroundEmulator>);
+pub use dbfed_tests::Warehouse;
 
-impl std::ops::Deref for Warehouse {
-    type Target = BackgroundEmulator;
-    fn deref(&self) -> &BackgroundEmulator {
-        self.0.as_ref().expect("present until dropped")
-    }
-}
-
-impl Drop for Warehouse {
-    fn drop(&mut self) {
-        if let Some(emulator) = self.0.take() {
-            let _ = std::thread::spawn(move || drop(emulator)).join();
-        }
-    }
-}
-
+/// Starts `builder` on a free loopback port.
 pub fn warehouse(builder: EmulatorBuilder) -> Warehouse {
-    Warehouse(Some(builder.spawn("127.0.0.1:0").expect("emulator starts")))
+    Warehouse::spawn(builder)
 }
 
 /// A template for `emulator` with fast retries and small executors.

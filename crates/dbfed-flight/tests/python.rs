@@ -13,12 +13,12 @@ use arrow::array::RecordBatch;
 use arrow::util::display::array_value_to_string;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use dbfed_databricks::config::ClientConfig;
 use dbfed_databricks::{Client, RetryPolicy};
 use dbfed_datafusion::{DatabricksSource, federated_session_context, register_local_table};
 use dbfed_emulator::Emulator;
 use dbfed_executor::{DatabricksDriver, Executor};
 use dbfed_flight::{Auth, Credentials, FlightSqlServer, StaticSessions};
+use dbfed_tests::{client_config, off_runtime};
 use serde_json::Value;
 use tpchgen::generators::{CustomerGenerator, NationGenerator};
 use tpchgen_arrow::{CustomerArrow, NationArrow};
@@ -140,14 +140,9 @@ async fn serve() -> Served {
     let emulator = warehouse(Emulator::builder().tpch_scale(0.01).token(TOKEN));
     let dir = tempfile::tempdir().expect("tempdir");
     let nation = write_nation(dir.path());
-    let config = ClientConfig::builder()
-        .host(emulator.url())
-        .warehouse_id("fl0123456789abcd")
-        .token(TOKEN)
-        .build()
-        .expect("config");
+    let config = client_config(&emulator, "fl0123456789abcd", TOKEN);
     // The blocking HTTP client must be built off the async workers.
-    let executor = tokio::task::spawn_blocking(move || {
+    let executor = off_runtime(move || {
         let client = Client::builder(config)
             .retry_policy(RetryPolicy::default().base_delay(Duration::from_millis(10)))
             .build()
@@ -157,8 +152,7 @@ async fn serve() -> Served {
             .build()
             .expect("executor")
     })
-    .await
-    .expect("join");
+    .await;
     let source = DatabricksSource::builder(executor)
         .catalogs(["samples"])
         .build()
