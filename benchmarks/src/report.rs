@@ -25,6 +25,10 @@ pub struct Args {
     /// Folder of the SVG plots (created when missing).
     #[arg(long, default_value = "benchmarks/report")]
     pub plots: PathBuf,
+    /// Hand-written analysis of the figures (why a target was missed, what to do next), inserted
+    /// before the "Reproduce" section when the file exists.
+    #[arg(long, default_value = "benchmarks/analysis.md")]
+    pub analysis: PathBuf,
 }
 
 /// One result line.
@@ -68,6 +72,15 @@ fn parse(text: &str) -> Vec<Record> {
         .collect()
 }
 
+/// `analysis` placed before the report's "Reproduce" section (or at its end).
+fn insert_before_reproduce(markdown: &str, analysis: &str) -> String {
+    let analysis = format!("{}\n\n", analysis.trim_end());
+    match markdown.find(REPRODUCE) {
+        Some(at) => format!("{}{analysis}{}", &markdown[..at], &markdown[at..]),
+        None => format!("{}\n\n{analysis}", markdown.trim_end()),
+    }
+}
+
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<()> {
     let text = std::fs::read_to_string(&args.input)
@@ -80,7 +93,12 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("cannot create {}", args.plots.display()))?;
     let link_base = relative_dir(&args.plots, args.output.parent().unwrap_or(Path::new(".")));
     let report = Report::new(&records);
-    let (markdown, plots) = report.render(&link_base);
+    let (mut markdown, plots) = report.render(&link_base);
+    if args.analysis.exists() {
+        let analysis = std::fs::read_to_string(&args.analysis)
+            .with_context(|| format!("cannot read {}", args.analysis.display()))?;
+        markdown = insert_before_reproduce(&markdown, &analysis);
+    }
     for (name, svg) in plots {
         let path = args.plots.join(name);
         std::fs::write(&path, svg).with_context(|| format!("cannot write {}", path.display()))?;
@@ -885,6 +903,17 @@ scripts/bench --size full    # SF 1 (1 GB result), 10..1000 concurrent queries\n
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_analysis_goes_before_the_reproduce_section() {
+        let markdown = format!("# Benchmarks\n\n## 1. x\n\n{REPRODUCE}");
+        let out = insert_before_reproduce(&markdown, "## Analysis\n\nwhy\n");
+        let analysis = out.find("## Analysis").expect("inserted");
+        let reproduce = out.find("## Reproduce").expect("kept");
+        assert!(out.find("## 1. x").expect("kept") < analysis && analysis < reproduce, "{out}");
+        let no_section = insert_before_reproduce("# B\n", "## Analysis\n");
+        assert!(no_section.ends_with("## Analysis\n\n"), "{no_section}");
+    }
 
     fn line(scenario: &str, params: Value, figures: Value) -> String {
         serde_json::json!({"scenario": scenario, "params": params, "figures": figures}).to_string()
