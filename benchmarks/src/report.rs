@@ -910,7 +910,10 @@ mod tests {
         let out = insert_before_reproduce(&markdown, "## Analysis\n\nwhy\n");
         let analysis = out.find("## Analysis").expect("inserted");
         let reproduce = out.find("## Reproduce").expect("kept");
-        assert!(out.find("## 1. x").expect("kept") < analysis && analysis < reproduce, "{out}");
+        assert!(
+            out.find("## 1. x").expect("kept") < analysis && analysis < reproduce,
+            "{out}"
+        );
         let no_section = insert_before_reproduce("# B\n", "## Analysis\n");
         assert!(no_section.ends_with("## Analysis\n\n"), "{no_section}");
     }
