@@ -93,6 +93,9 @@ impl Driver for DatabricksDriver {
         Ok(Box::new(DatabricksConnection {
             client: self.client.clone(),
             session,
+            catalog: self.catalog.clone(),
+            schema: self.schema.clone(),
+            session_confs: self.session_confs.clone(),
             poll_interval: self.poll_interval,
             statement_timeout: self.statement_timeout,
         }))
@@ -104,6 +107,10 @@ impl Driver for DatabricksDriver {
 pub struct DatabricksConnection {
     client: Client,
     session: Session,
+    /// What a replacement session is opened with.
+    catalog: Option<String>,
+    schema: Option<String>,
+    session_confs: BTreeMap<String, String>,
     poll_interval: (Duration, Duration),
     statement_timeout: Option<Duration>,
 }
@@ -114,14 +121,49 @@ impl DatabricksConnection {
         self.session.id()
     }
 
-    fn run(&self, sql: &str, params: &[Param], cancel: &CancelToken) -> Result<Execution, Error> {
-        let request = StatementRequest::new(sql)
-            .parameters(params.iter().cloned())
-            .session(&self.session)
-            .wait_timeout(Duration::ZERO);
+    /// Submits `sql` in this connection's session with `wait_timeout = 0s`.
+    ///
+    /// A warehouse that no longer knows the session (it expired while pooled, or the warehouse
+    /// restarted) answers 404 before the statement exists: the connection then opens a new
+    /// session and submits once more, so a stale pooled session costs no query.
+    fn submit_in_session(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+    ) -> Result<dbfed_databricks::StatementResponse, Error> {
+        let request = |session: &Session| {
+            StatementRequest::new(sql)
+                .parameters(params.iter().cloned())
+                .session(session)
+                .wait_timeout(Duration::ZERO)
+        };
+        match self.client.submit(&request(&self.session)) {
+            Err(e) if e.http_status() == Some(404) => {
+                tracing::info!(
+                    session_id = %self.session.id(),
+                    error = %e,
+                    "the warehouse no longer knows this session: opening a new one"
+                );
+                self.session = self.client.create_session(
+                    self.catalog.as_deref(),
+                    self.schema.as_deref(),
+                    &self.session_confs,
+                )?;
+                self.client.submit(&request(&self.session))
+            }
+            other => other,
+        }
+    }
+
+    fn run(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        cancel: &CancelToken,
+    ) -> Result<Execution, Error> {
         let started = Instant::now();
         let deadline = self.statement_timeout.map(|t| started + t);
-        let mut response = self.client.submit(&request)?;
+        let mut response = self.submit_in_session(sql, params)?;
         let statement_id = response.id().to_owned();
         let span = tracing::debug_span!("statement", statement_id = %statement_id);
         let _enter = span.enter();
@@ -255,12 +297,8 @@ impl Connection for DatabricksConnection {
         params: &[Param],
         _cancel: &CancelToken,
     ) -> Result<Submitted, DriverError> {
-        let request = StatementRequest::new(sql)
-            .parameters(params.iter().cloned())
-            .session(&self.session)
-            .wait_timeout(Duration::ZERO);
         let started = Instant::now();
-        let response = self.client.submit(&request).map_err(classify)?;
+        let response = self.submit_in_session(sql, params).map_err(classify)?;
         let statement_id = response.id().to_owned();
         if response.is_terminal() {
             return open_result(&self.client, response, statement_id)
