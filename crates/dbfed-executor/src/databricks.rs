@@ -124,12 +124,14 @@ impl DatabricksConnection {
     /// Submits `sql` in this connection's session with `wait_timeout = 0s`.
     ///
     /// A warehouse that no longer knows the session (it expired while pooled, or the warehouse
-    /// restarted) answers 404 before the statement exists: the connection then opens a new
-    /// session and submits once more, so a stale pooled session costs no query.
+    /// restarted) answers 404 before the statement exists: with `reopen`, the connection then
+    /// opens a new session and submits once more, so a stale pooled session costs no query.
+    /// (`ping` does not reopen: it reports the session broken, and the pool replaces it.)
     fn submit_in_session(
         &mut self,
         sql: &str,
         params: &[Param],
+        reopen: bool,
     ) -> Result<dbfed_databricks::StatementResponse, Error> {
         let request = |session: &Session| {
             StatementRequest::new(sql)
@@ -138,7 +140,7 @@ impl DatabricksConnection {
                 .wait_timeout(Duration::ZERO)
         };
         match self.client.submit(&request(&self.session)) {
-            Err(e) if e.http_status() == Some(404) => {
+            Err(e) if reopen && e.http_status() == Some(404) => {
                 tracing::info!(
                     session_id = %self.session.id(),
                     error = %e,
@@ -160,10 +162,11 @@ impl DatabricksConnection {
         sql: &str,
         params: &[Param],
         cancel: &CancelToken,
+        reopen: bool,
     ) -> Result<Execution, Error> {
         let started = Instant::now();
         let deadline = self.statement_timeout.map(|t| started + t);
-        let mut response = self.submit_in_session(sql, params)?;
+        let mut response = self.submit_in_session(sql, params, reopen)?;
         let statement_id = response.id().to_owned();
         let span = tracing::debug_span!("statement", statement_id = %statement_id);
         let _enter = span.enter();
@@ -288,7 +291,7 @@ impl Connection for DatabricksConnection {
         params: &[Param],
         cancel: &CancelToken,
     ) -> Result<Execution, DriverError> {
-        self.run(sql, params, cancel).map_err(classify)
+        self.run(sql, params, cancel, true).map_err(classify)
     }
 
     fn submit(
@@ -298,7 +301,9 @@ impl Connection for DatabricksConnection {
         _cancel: &CancelToken,
     ) -> Result<Submitted, DriverError> {
         let started = Instant::now();
-        let response = self.submit_in_session(sql, params).map_err(classify)?;
+        let response = self
+            .submit_in_session(sql, params, true)
+            .map_err(classify)?;
         let statement_id = response.id().to_owned();
         if response.is_terminal() {
             return open_result(&self.client, response, statement_id)
@@ -316,7 +321,7 @@ impl Connection for DatabricksConnection {
 
     fn ping(&mut self) -> Result<(), DriverError> {
         let token = CancelToken::new();
-        let execution = self.run("SELECT 1", &[], &token).map_err(classify)?;
+        let execution = self.run("SELECT 1", &[], &token, false).map_err(classify)?;
         let (reader, _, _) = execution.into_parts();
         for batch in reader {
             batch.map_err(DriverError::broken)?;
