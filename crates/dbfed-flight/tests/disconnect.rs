@@ -13,6 +13,7 @@ use arrow::array::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::{CancelFlightInfoRequest, CancelStatus, FlightClient, FlightInfo};
 use datafusion::prelude::SessionConfig;
+use dbfed_databricks::config::ClientConfig;
 use dbfed_databricks::{Client, ClientBuilder, RetryPolicy};
 use dbfed_datafusion::{DatabricksSource, federated_session_context};
 use dbfed_emulator::{Emulator, EmulatorBuilder, StatementRecord, StatementState, token_identity};
@@ -51,8 +52,27 @@ pub async fn federated(
 ) -> Federated {
     let emulator = warehouse(emulator.tpch_scale(0.01).chunk_rows(500).token(TOKEN));
     let config = client_config(&emulator, "fl0123456789abcd", TOKEN);
-    // The blocking HTTP client starts threads: build it off the async workers.
-    let executor = off_runtime(move || {
+    let executor = test_executor(config, threads, 64, Duration::from_secs(30), configure).await;
+    let server = serve_federated(&executor, Auth::None).await;
+    Federated {
+        server,
+        executor,
+        emulator,
+    }
+}
+
+/// An executor over the emulator for reliability tests: fast retries (giving up after
+/// `max_elapsed`) and polling, 64 KiB prefetch and 2 download threads, so faults cost
+/// milliseconds and downloads stay a few chunks ahead of the consumer; `configure` adjusts the
+/// client. Built off the async workers (the blocking HTTP client starts threads).
+pub async fn test_executor(
+    config: ClientConfig,
+    threads: usize,
+    queue_depth: usize,
+    max_elapsed: Duration,
+    configure: impl FnOnce(ClientBuilder) -> ClientBuilder + Send + 'static,
+) -> Executor {
+    off_runtime(move || {
         let client = configure(
             Client::builder(config)
                 .retry_policy(
@@ -60,7 +80,7 @@ pub async fn federated(
                         .base_delay(Duration::from_millis(5))
                         .max_delay(Duration::from_millis(50))
                         .retry_after_bounds(Duration::from_millis(5), Duration::from_millis(50))
-                        .max_elapsed(Duration::from_secs(30)),
+                        .max_elapsed(max_elapsed),
                 )
                 .poll_interval(Duration::from_millis(5), Duration::from_millis(50))
                 .prefetch_bytes(64 << 10)
@@ -74,22 +94,21 @@ pub async fn federated(
         )
         .threads(threads)
         .pool_size(threads)
-        .queue_depth(64)
+        .queue_depth(queue_depth)
         .build()
         .expect("executor")
     })
-    .await;
+    .await
+}
+
+/// A Flight server with `auth` over a federated context of every catalog `executor` reaches.
+pub async fn serve_federated(executor: &Executor, auth: Auth) -> FlightServerHandle {
     let source = DatabricksSource::builder(executor.clone())
         .build()
         .expect("source");
     let ctx = federated_session_context(SessionConfig::new().with_information_schema(true));
     source.register(&ctx).await.expect("register");
-    let server = start(FlightSqlServer::builder(Arc::new(StaticSessions::new(ctx)))).await;
-    Federated {
-        server,
-        executor,
-        emulator,
-    }
+    start(FlightSqlServer::builder(Arc::new(StaticSessions::new(ctx))).auth(auth)).await
 }
 
 /// The statements that ran `sql_part` (planning runs none; metadata lookups are other SQL).

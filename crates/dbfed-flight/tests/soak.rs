@@ -14,18 +14,17 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use datafusion::prelude::SessionConfig;
-use dbfed_databricks::{Client, ClientBuilder, RetryPolicy};
-use dbfed_datafusion::{DatabricksSource, federated_session_context};
+use dbfed_databricks::ClientBuilder;
 use dbfed_emulator::{BackgroundEmulator, Emulator, EmulatorBuilder};
-use dbfed_executor::{DatabricksDriver, Executor};
-use dbfed_flight::{Auth, FlightServerHandle, FlightSqlServer, StaticSessions};
-use dbfed_tests::{client_config, off_runtime};
+use dbfed_executor::Executor;
+use dbfed_flight::{Auth, FlightServerHandle};
+use dbfed_tests::client_config;
 use futures::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::fixture::{client, code, i64_column, query, rows, start};
+use crate::disconnect::{serve_federated, test_executor};
+use crate::fixture::{client, code, i64_column, query, rows};
 
 /// The token the stack's emulator accepts.
 pub const TOKEN: &str = "dapi-flight-soak-0123456789abcdef";
@@ -90,40 +89,15 @@ pub async fn stack(
         .spawn(emulator_addr)
         .expect("the emulator starts");
     let config = client_config(&emulator, "fl0123456789abcd", TOKEN);
-    let executor = off_runtime(move || {
-        let client = configure(
-            Client::builder(config)
-                .retry_policy(
-                    RetryPolicy::default()
-                        .base_delay(Duration::from_millis(5))
-                        .max_delay(Duration::from_millis(50))
-                        .retry_after_bounds(Duration::from_millis(5), Duration::from_millis(50))
-                        .max_elapsed(Duration::from_secs(10)),
-                )
-                .poll_interval(Duration::from_millis(5), Duration::from_millis(50))
-                .prefetch_bytes(64 << 10)
-                .download_threads(2),
-        )
-        .build()
-        .expect("client");
-        Executor::builder(
-            DatabricksDriver::new(client)
-                .poll_interval(Duration::from_millis(5), Duration::from_millis(50)),
-        )
-        .threads(bounds.threads)
-        .pool_size(bounds.threads)
-        .queue_depth(bounds.queue_depth)
-        .build()
-        .expect("executor")
-    })
+    let executor = test_executor(
+        config,
+        bounds.threads,
+        bounds.queue_depth,
+        Duration::from_secs(10),
+        configure,
+    )
     .await;
-    let source = DatabricksSource::builder(executor.clone())
-        .build()
-        .expect("source");
-    let ctx = federated_session_context(SessionConfig::new().with_information_schema(true));
-    source.register(&ctx).await.expect("register");
-    let server =
-        start(FlightSqlServer::builder(Arc::new(StaticSessions::new(ctx))).auth(auth)).await;
+    let server = serve_federated(&executor, auth).await;
     Stack {
         server,
         executor,
