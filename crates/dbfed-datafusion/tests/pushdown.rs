@@ -31,14 +31,13 @@ async fn filter_projection_and_limit_are_one_statement() {
     let emulator = emulator();
     for mode in [PushdownMode::Full, PushdownMode::FilterProjection] {
         let ctx = samples(&emulator, mode).await;
-        let before = emulator.statements().len();
-        let batches = rows(
+        let (batches, sent) = rows_and_sent(
             &ctx,
+            &emulator,
             "SELECT n_name FROM samples.tpch.nation WHERE n_regionkey = 1 LIMIT 3",
         )
         .await;
         assert_eq!(count(&batches), 3, "{mode:?}");
-        let sent = data_statements(&emulator, before);
         assert_eq!(sent.len(), 1, "{mode:?}: {sent:?}");
         let sql = &sent[0].sql;
         assert!(
@@ -58,9 +57,9 @@ async fn filter_projection_and_limit_are_one_statement() {
 async fn without_pushdown_whole_tables_are_read() {
     let emulator = emulator();
     let ctx = samples(&emulator, PushdownMode::None).await;
-    let before = emulator.statements().len();
-    let batches = rows(
+    let (batches, sent) = rows_and_sent(
         &ctx,
+        &emulator,
         "SELECT n_name FROM samples.tpch.nation WHERE n_regionkey = 1 ORDER BY n_name LIMIT 3",
     )
     .await;
@@ -68,7 +67,6 @@ async fn without_pushdown_whole_tables_are_read() {
         sorted_lines(&batches),
         ["| ARGENTINA |", "| BRAZIL    |", "| CANADA    |"]
     );
-    let sent = data_statements(&emulator, before);
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(!sent[0].sql.contains("WHERE"), "{}", sent[0].sql);
     assert!(sent[0].sql.contains("n_comment"), "{}", sent[0].sql);
@@ -79,16 +77,15 @@ async fn without_pushdown_whole_tables_are_read() {
 async fn a_join_of_two_remote_tables_is_one_statement() {
     let emulator = emulator();
     let ctx = samples(&emulator, PushdownMode::Full).await;
-    let before = emulator.statements().len();
-    let batches = rows(
+    let (batches, sent) = rows_and_sent(
         &ctx,
+        &emulator,
         "SELECT n.n_name, r.r_name FROM samples.tpch.nation n \
          JOIN samples.tpch.region r ON n.n_regionkey = r.r_regionkey \
          WHERE r.r_name = 'ASIA' ORDER BY n.n_name",
     )
     .await;
     assert_eq!(count(&batches), 5);
-    let sent = data_statements(&emulator, before);
     assert_eq!(sent.len(), 1, "{sent:?}");
     let sql = &sent[0].sql;
     assert!(
@@ -103,15 +100,14 @@ async fn a_join_of_two_remote_tables_is_one_statement() {
 async fn a_remote_aggregate_returns_one_row_per_group() {
     let emulator = emulator();
     let ctx = samples(&emulator, PushdownMode::Full).await;
-    let before = emulator.statements().len();
-    let batches = rows(
+    let (batches, sent) = rows_and_sent(
         &ctx,
+        &emulator,
         "SELECT l_returnflag, l_linestatus, count(*) AS n, sum(l_quantity) AS q \
          FROM samples.tpch.lineitem GROUP BY l_returnflag, l_linestatus",
     )
     .await;
     assert_eq!(count(&batches), 4);
-    let sent = data_statements(&emulator, before);
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(
         sent[0].sql.to_ascii_uppercase().contains("GROUP BY"),
@@ -164,14 +160,13 @@ async fn literals_travel_as_parameters() {
     let emulator = emulator();
     for mode in [PushdownMode::Full, PushdownMode::FilterProjection] {
         let ctx = samples(&emulator, mode).await;
-        let before = emulator.statements().len();
-        let batches = rows(
+        let (batches, sent) = rows_and_sent(
             &ctx,
+            &emulator,
             "SELECT n_nationkey FROM samples.tpch.nation WHERE n_name = 'GERMANY'",
         )
         .await;
         assert_eq!(sorted_lines(&batches), ["| 7           |"]);
-        let sent = data_statements(&emulator, before);
         assert_eq!(sent.len(), 1);
         assert!(
             !sent[0].sql.contains("GERMANY"),
@@ -203,10 +198,8 @@ async fn runtime_join_filters_narrow_the_remote_statement() {
     for mode in [PushdownMode::Full, PushdownMode::FilterProjection] {
         let ctx = samples(&emulator, mode).await;
         register_keys(&ctx, "picked", "k", &[1, 3, 7]);
-        let before = emulator.statements().len();
-        let batches = rows(&ctx, query).await;
+        let (batches, sent) = rows_and_sent(&ctx, &emulator, query).await;
         assert_eq!(sorted_lines(&batches), sorted_lines(&expected), "{mode:?}");
-        let sent = data_statements(&emulator, before);
         assert_eq!(sent.len(), 1, "{mode:?}: {sent:?}");
         assert!(
             sent[0].sql.contains("l_orderkey"),

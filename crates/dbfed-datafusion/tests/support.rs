@@ -119,6 +119,18 @@ pub fn sorted_lines(batches: &[RecordBatch]) -> Vec<String> {
     lines
 }
 
+/// Runs `sql` (panicking with the error) and returns its rows and the data statements the
+/// emulator received while it ran.
+pub async fn rows_and_sent(
+    ctx: &SessionContext,
+    emulator: &BackgroundEmulator,
+    sql: &str,
+) -> (Vec<RecordBatch>, Vec<StatementRecord>) {
+    let before = emulator.statements().len();
+    let batches = rows(ctx, sql).await;
+    (batches, data_statements(emulator, before))
+}
+
 /// The statements the emulator received after the first `skip`, metadata queries excluded.
 pub fn data_statements(emulator: &BackgroundEmulator, skip: usize) -> Vec<StatementRecord> {
     emulator
