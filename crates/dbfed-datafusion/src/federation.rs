@@ -32,6 +32,7 @@ use crate::runtime_filter::runtime_filter_sql;
 use crate::source::{Inner, RemoteName};
 use crate::table::{DatabricksTable, REMOTE_ROWS_ESTIMATE, check_and_cast, remote_error};
 
+pub(crate) mod reorder;
 mod replan;
 
 /// Alias of the derived table a federated statement is wrapped in to add runtime filters.
@@ -125,8 +126,10 @@ impl SQLExecutor for DatabricksSqlExecutor {
             } else {
                 None
             };
-            let sql = with_runtime_filter(&query, predicate.as_deref());
-            let statement = parameterize(&sql)?;
+            // The query's literals become parameters; the runtime filter's values (data, up
+            // to 100 000 keys) stay typed literals in the text.
+            let mut statement = parameterize(&query)?;
+            statement.sql = with_runtime_filter(&statement.sql, predicate.as_deref());
             tracing::debug!(sql = %statement.sql, "federated Databricks statement");
             let remote = executor
                 .query_stream(identity, statement.sql, statement.params)

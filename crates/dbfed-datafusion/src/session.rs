@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use datafusion::config::ConfigOptions;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::optimizer::OptimizerRule;
@@ -10,7 +11,10 @@ use datafusion::optimizer::optimizer::Optimizer;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_federation::{FederatedQueryPlanner, FederationOptimizerRule};
 
-/// DataFusion's optimizer rules followed by the federation rule.
+use crate::federation::reorder::GroupRemoteJoins;
+use crate::runtime_filter::DEFAULT_MAX_IN_LIST;
+
+/// DataFusion's optimizer rules followed by the join regrouping and the federation rule.
 ///
 /// The federation rule runs last, so filters, projections and limits have already been pushed
 /// into the table scans of the subplans it hands to Databricks, and a local join with a remote
@@ -19,14 +23,36 @@ use datafusion_federation::{FederatedQueryPlanner, FederationOptimizerRule};
 /// scan renaming breaks aggregate names of tables registered under local names.)
 fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     let mut rules = Optimizer::new().rules;
+    // Same-warehouse tables made adjacent, so federation can push their join whole.
+    rules.push(Arc::new(GroupRemoteJoins));
     rules.push(Arc::new(FederationOptimizerRule::new()));
     rules
 }
 
-/// A session state with `config`, DataFusion's default features, the federation optimizer rule
+/// Raises DataFusion's limits on the IN lists a hash join hands to the scan of its probe side
+/// (`datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values`, default 150, and
+/// `hash_join_inlist_pushdown_max_size`, default 128 KiB) to at least `max_values` values (and
+/// 64 bytes per value): above them DataFusion hands over a hash-table lookup, which no SQL can
+/// express, and a remote statement only gets the keys' bounds. Never lowers a limit.
+pub(crate) fn allow_runtime_in_lists(options: &mut ConfigOptions, max_values: usize) {
+    let optimizer = &mut options.optimizer;
+    optimizer.hash_join_inlist_pushdown_max_distinct_values = optimizer
+        .hash_join_inlist_pushdown_max_distinct_values
+        .max(max_values);
+    optimizer.hash_join_inlist_pushdown_max_size = optimizer
+        .hash_join_inlist_pushdown_max_size
+        .max(max_values.saturating_mul(64));
+}
+
+/// A session state with `config`, DataFusion's default features, the federation optimizer rules
 /// and the federated query planner: tables of a [`DatabricksSource`](crate::DatabricksSource) in
 /// [`PushdownMode::Full`](crate::PushdownMode::Full) are then federated.
-pub fn federated_session_state(config: SessionConfig) -> SessionState {
+///
+/// DataFusion's limits on the join keys a hash join hands to a scan are raised to
+/// [`DEFAULT_MAX_IN_LIST`] values (see [`DatabricksSourceBuilder::runtime_filter_max_values`](crate::DatabricksSourceBuilder::runtime_filter_max_values)),
+/// so that up to that many local keys reach a remote statement.
+pub fn federated_session_state(mut config: SessionConfig) -> SessionState {
+    allow_runtime_in_lists(config.options_mut(), DEFAULT_MAX_IN_LIST);
     SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()

@@ -225,7 +225,13 @@ impl DatabricksSourceBuilder {
     }
 
     /// Most distinct values of a runtime filter sent as an `IN` list; above it only a
-    /// `BETWEEN min AND max` range is sent. Default 1000.
+    /// `BETWEEN min AND max` range is sent. Default
+    /// [`DEFAULT_MAX_IN_LIST`](crate::runtime_filter::DEFAULT_MAX_IN_LIST) (100 000).
+    ///
+    /// [`DatabricksSource::register`] raises the session's matching DataFusion limits
+    /// (`datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values` and `…_max_size`)
+    /// to this value when runtime filters are on; with [`DatabricksSource::table_provider`],
+    /// use a [`crate::federated_session_state`] or set them yourself.
     pub fn runtime_filter_max_values(mut self, values: usize) -> Self {
         self.runtime_filter_max_values = values;
         self
@@ -306,7 +312,7 @@ impl DatabricksSource {
             cache_ttl: Duration::from_secs(300),
             pushdown: PushdownMode::Full,
             runtime_filters: true,
-            runtime_filter_max_values: 1000,
+            runtime_filter_max_values: crate::runtime_filter::DEFAULT_MAX_IN_LIST,
         }
     }
 
@@ -315,6 +321,12 @@ impl DatabricksSource {
     /// query first names a table.
     pub async fn register(&self, ctx: &SessionContext) -> Result<()> {
         self.inner.load_all().await?;
+        if self.inner.runtime_filters {
+            crate::session::allow_runtime_in_lists(
+                ctx.state_ref().write().config_mut().options_mut(),
+                self.inner.runtime_filter_max_values,
+            );
+        }
         let catalogs: Vec<String> = self
             .inner
             .metadata

@@ -29,6 +29,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::dialect::{DatabricksDialect, quote_identifier};
 use crate::error::Error;
+use crate::federation::with_runtime_filter;
 use crate::params::parameterize;
 use crate::pushdown::expr_is_remote_safe;
 use crate::runtime_filter::runtime_filter_sql;
@@ -231,9 +232,9 @@ impl ScanSpec {
 
 /// The scan of one Databricks table: one statement, sent when the stream is first polled.
 ///
-/// `EXPLAIN` shows the statement (`DatabricksScanExec: sql=SELECT ...`); at execution, the
-/// runtime join filters DataFusion pushed into this node are ANDed into its `WHERE` clause and
-/// literals travel as statement parameters.
+/// `EXPLAIN` shows the statement (`DatabricksScanExec: sql=SELECT ...`); at execution, its
+/// literals travel as statement parameters and the runtime join filters DataFusion pushed into
+/// this node filter its result (`SELECT * FROM (…) AS __dbfed WHERE …`).
 #[derive(Debug, Clone)]
 pub struct DatabricksScanExec {
     inner: Arc<Inner>,
@@ -336,8 +337,10 @@ impl ExecutionPlan for DatabricksScanExec {
             } else {
                 None
             };
-            let sql = spec.sql(runtime.as_deref());
-            let statement = parameterize(&sql)?;
+            // The query's literals become parameters; the runtime filter's values (data, up
+            // to 100 000 keys) stay typed literals in the text.
+            let mut statement = parameterize(&spec.sql(None))?;
+            statement.sql = with_runtime_filter(&statement.sql, runtime.as_deref());
             tracing::debug!(table = %spec.table, sql = %statement.sql, "Databricks scan");
             let table = spec.table.to_string();
             let remote = inner

@@ -1,6 +1,9 @@
 //! Federation shapes that once went wrong: tables under local names, aggregates at the root of
-//! a pushed plan (TPC-H q11), projections over limits, sorts over joins. Every query is checked
-//! against the same query computed locally from whole tables.
+//! a pushed plan (TPC-H q11), projections over limits, sorts over joins; and mixed placements
+//! whose remote tables are not adjacent in the query text. Every query is checked against the
+//! same query computed locally from whole tables.
+
+use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
 use dbfed_datafusion::{DatabricksSource, PushdownMode};
@@ -118,4 +121,136 @@ async fn a_sort_over_a_join_is_pushed_whole() {
         1,
     )
     .await;
+}
+
+/// `samples.tpch.<table>`'s rows registered in `ctxs` as the local (in-memory) table `table`.
+async fn copy_local(emulator: &Warehouse, table: &str, ctxs: &[&SessionContext]) {
+    let reader = local_names(emulator, PushdownMode::None, &[table]).await;
+    let batches = rows(&reader, &format!("SELECT * FROM {table}")).await;
+    let schema = batches.first().expect("rows").schema();
+    for ctx in ctxs {
+        let mem =
+            datafusion::catalog::MemTable::try_new(Arc::clone(&schema), vec![batches.clone()])
+                .expect("mem table");
+        ctx.register_table(table, Arc::new(mem)).expect("registers");
+    }
+}
+
+/// The one number `sql` returns.
+async fn scalar(ctx: &SessionContext, sql: &str) -> i64 {
+    let batches = rows(ctx, sql).await;
+    batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or_else(|| panic!("one integer from {sql}"))
+}
+
+/// Runs `query` with `local` tables in memory and the others remote, federated, and against
+/// the same tables all read whole; requires the same rows, `statements` statements, and
+/// returns what was sent.
+async fn mixed(
+    emulator: &Warehouse,
+    local: &[&str],
+    remote: &[&str],
+    query: &str,
+    statements: usize,
+) -> (SessionContext, Vec<dbfed_emulator::StatementRecord>) {
+    let baseline = local_names(emulator, PushdownMode::None, remote).await;
+    let ctx = local_names(emulator, PushdownMode::Full, remote).await;
+    for table in local {
+        copy_local(emulator, table, &[&baseline, &ctx]).await;
+    }
+    let expected = rows(&baseline, query).await;
+    assert!(count(&expected) > 0, "a query that returns rows: {query}");
+    let (got, sent) = rows_and_sent(&ctx, emulator, query).await;
+    assert_eq!(
+        sorted_lines(&got),
+        sorted_lines(&expected),
+        "{query}\nsent: {sent:?}"
+    );
+    assert_eq!(sent.len(), statements, "{query}\nsent: {sent:?}");
+    (baseline, sent)
+}
+
+/// TPC-H q3's shape: the local `customer` sits between the remote `orders` and `lineitem` in
+/// the query text. Their join still runs on the warehouse as one statement, and the keys of
+/// the BUILDING customers (more than DataFusion's default IN-list limit of 150) narrow it to
+/// exactly the rows the query needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_tables_split_by_a_local_one_are_joined_on_the_warehouse() {
+    let emulator = emulator();
+    let query = "SELECT l_orderkey, sum(l_extendedprice * (1 - l_discount)) AS revenue, \
+                 o_orderdate, o_shippriority FROM customer, orders, lineitem \
+                 WHERE c_mktsegment = 'BUILDING' AND c_custkey = o_custkey \
+                 AND l_orderkey = o_orderkey AND o_orderdate < DATE '1995-03-15' \
+                 AND l_shipdate > DATE '1995-03-15' \
+                 GROUP BY l_orderkey, o_orderdate, o_shippriority";
+    let (baseline, sent) = mixed(&emulator, &["customer"], &["orders", "lineitem"], query, 1).await;
+    let sql = &sent[0].sql;
+    assert!(
+        sql.contains("`orders`") && sql.contains("`lineitem`"),
+        "{sql}"
+    );
+    let building = scalar(
+        &baseline,
+        "SELECT count(*) FROM customer WHERE c_mktsegment = 'BUILDING'",
+    )
+    .await;
+    assert!(building > 150, "{building} BUILDING customers");
+    assert!(sql.contains("`o_custkey` IN ("), "{sql}");
+    let needed = scalar(
+        &baseline,
+        "SELECT count(*) FROM customer, orders, lineitem WHERE c_mktsegment = 'BUILDING' \
+         AND c_custkey = o_custkey AND l_orderkey = o_orderkey \
+         AND o_orderdate < DATE '1995-03-15' AND l_shipdate > DATE '1995-03-15'",
+    )
+    .await;
+    assert_eq!(sent[0].rows as i64, needed, "{sql}");
+}
+
+/// TPC-H q5's shape: `customer`, `nation`, `region` local, `orders`, `lineitem`, `supplier`
+/// remote. The local tables are joined first (so only ASIA's customers remain), the remote
+/// three are one statement, and the two-column join key (`c_custkey, c_nationkey`) becomes one
+/// IN list per column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_filters_reach_a_remote_join_through_a_two_column_key() {
+    let emulator = emulator();
+    let query = "SELECT n_name, sum(l_extendedprice * (1 - l_discount)) AS revenue \
+                 FROM customer, orders, lineitem, supplier, nation, region \
+                 WHERE c_custkey = o_custkey AND l_orderkey = o_orderkey \
+                 AND l_suppkey = s_suppkey AND c_nationkey = s_nationkey \
+                 AND s_nationkey = n_nationkey AND n_regionkey = r_regionkey \
+                 AND r_name = 'ASIA' AND o_orderdate >= DATE '1994-01-01' \
+                 AND o_orderdate < DATE '1995-01-01' GROUP BY n_name";
+    let (baseline, sent) = mixed(
+        &emulator,
+        &["customer", "nation", "region"],
+        &["orders", "lineitem", "supplier"],
+        query,
+        1,
+    )
+    .await;
+    let sql = &sent[0].sql;
+    assert!(
+        sql.contains("`o_custkey` IN (") && sql.contains("`s_nationkey` IN ("),
+        "{sql}"
+    );
+    let needed = scalar(
+        &baseline,
+        "SELECT count(*) FROM orders, lineitem, supplier \
+         WHERE l_orderkey = o_orderkey AND l_suppkey = s_suppkey \
+         AND o_orderdate >= DATE '1994-01-01' AND o_orderdate < DATE '1995-01-01' \
+         AND o_custkey IN (SELECT c_custkey FROM customer, nation, region \
+             WHERE c_nationkey = n_nationkey AND n_regionkey = r_regionkey AND r_name = 'ASIA') \
+         AND s_nationkey IN (SELECT n_nationkey FROM nation, region \
+             WHERE n_regionkey = r_regionkey AND r_name = 'ASIA')",
+    )
+    .await;
+    assert_eq!(sent[0].rows as i64, needed, "{sql}");
 }
