@@ -136,6 +136,26 @@ async fn copy_local(emulator: &Warehouse, table: &str, ctxs: &[&SessionContext])
     }
 }
 
+/// The column names of the outermost `SELECT` list of a federated statement (inside the
+/// runtime-filter wrapper `SELECT * FROM (…) AS __dbfed WHERE …`).
+fn select_list(sql: &str) -> Vec<String> {
+    let inner = sql.strip_prefix("SELECT * FROM (").unwrap_or(sql);
+    let list = inner
+        .strip_prefix("SELECT ")
+        .and_then(|rest| rest.split_once(" FROM "))
+        .map(|(list, _)| list)
+        .unwrap_or_else(|| panic!("a SELECT list in {sql}"));
+    list.split(", ")
+        .map(|c| {
+            c.rsplit('.')
+                .next()
+                .unwrap_or(c)
+                .trim_matches('`')
+                .to_owned()
+        })
+        .collect()
+}
+
 /// The one number `sql` returns.
 async fn scalar(ctx: &SessionContext, sql: &str) -> i64 {
     let batches = rows(ctx, sql).await;
@@ -239,6 +259,14 @@ async fn local_filters_reach_a_remote_join_through_a_two_column_key() {
     let sql = &sent[0].sql;
     assert!(
         sql.contains("`o_custkey` IN (") && sql.contains("`s_nationkey` IN ("),
+        "{sql}"
+    );
+    // Only what the local side needs: no key of the joins made on the warehouse.
+    let mut columns = select_list(sql);
+    columns.sort();
+    assert_eq!(
+        columns,
+        ["l_discount", "l_extendedprice", "o_custkey", "s_nationkey"],
         "{sql}"
     );
     let needed = scalar(

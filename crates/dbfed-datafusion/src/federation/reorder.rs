@@ -173,7 +173,7 @@ impl Region {
         if sources.iter().all(Option::is_none) || sources.iter().all(|s| *s == sources[0]) {
             return Ok(None);
         }
-        let Some(mut graph) = Graph::new(self)? else {
+        let Some(mut graph) = Graph::new(self, original.schema().columns())? else {
             return Ok(None);
         };
 
@@ -198,7 +198,8 @@ impl Region {
                     .position(|&j| graph.connected(&unit.leaves, &[j]))
                 {
                     let next = graph.unit(members.remove(pos), &self.inputs);
-                    unit = graph.join(unit, next)?;
+                    let joined = graph.join(unit, next)?;
+                    unit = graph.prune(joined)?;
                 }
                 units.push(unit);
             }
@@ -226,6 +227,9 @@ impl Region {
                 .unwrap_or(0);
             let next = units.remove(pick);
             joined = graph.join(joined, next)?;
+            if !units.is_empty() {
+                joined = graph.prune(joined)?;
+            }
         }
 
         // 3. What no join applied (if anything) filters the result; the original columns.
@@ -311,12 +315,14 @@ struct Graph {
     filters: Vec<(Expr, Vec<usize>)>,
     filter_used: Vec<bool>,
     remote: Vec<bool>,
+    /// The columns the region returns.
+    output: Vec<Column>,
 }
 
 impl Graph {
     /// The predicates of `region`, or `None` when one refers to a column no input provides
     /// (an outer reference): such a region is left alone.
-    fn new(region: &Region) -> Result<Option<Self>> {
+    fn new(region: &Region, output: Vec<Column>) -> Result<Option<Self>> {
         let mut owner = HashMap::new();
         for (i, input) in region.inputs.iter().enumerate() {
             for column in input.schema().columns() {
@@ -347,6 +353,7 @@ impl Graph {
                 .iter()
                 .map(|i| source_of(i).is_some())
                 .collect(),
+            output,
         };
         for (left, right) in &region.pairs {
             let (Some(l), Some(r)) = (leaves_of(left), leaves_of(right)) else {
@@ -482,6 +489,60 @@ impl Graph {
             plan: LogicalPlan::Join(join),
             leaves: both,
             remote: left.remote && right.remote,
+        })
+    }
+
+    /// `unit` under a projection to the columns still needed: the region's output, the columns
+    /// of predicates not applied yet, and join keys shared with inputs outside the unit (what
+    /// the projections between DataFusion's joins kept; without it a pushed join would return
+    /// its inner join keys too).
+    fn prune(&self, unit: Unit) -> Result<Unit> {
+        let inside = |c: &Column| self.owner.get(c).is_some_and(|o| unit.leaves.contains(o));
+        let mut keep: Vec<Column> = self.output.iter().filter(|c| inside(c)).cloned().collect();
+        let mut add = |c: &Column| {
+            if inside(c) && !keep.contains(c) {
+                keep.push(c.clone());
+            }
+        };
+        for (k, (l, _, r, _)) in self.pairs.iter().enumerate() {
+            if !self.pair_used[k] {
+                l.column_refs()
+                    .into_iter()
+                    .chain(r.column_refs())
+                    .for_each(&mut add);
+            }
+        }
+        for (k, (f, _)) in self.filters.iter().enumerate() {
+            if !self.filter_used[k] {
+                f.column_refs().into_iter().for_each(&mut add);
+            }
+        }
+        for c in &self.class_members {
+            let shared_outside = self
+                .class_members
+                .iter()
+                .any(|d| self.classes.same(c, d) && (!inside(d) || !self.applied.same(c, d)));
+            if shared_outside {
+                add(c);
+            }
+        }
+        let columns = unit.plan.schema().columns();
+        let mut exprs: Vec<Expr> = columns
+            .iter()
+            .filter(|c| keep.contains(c))
+            .cloned()
+            .map(Expr::Column)
+            .collect();
+        if exprs.len() == columns.len() {
+            return Ok(unit);
+        }
+        if exprs.is_empty() {
+            // Nothing is read above (e.g. `count(*)`): keep one column, a row needs one.
+            exprs.extend(columns.first().cloned().map(Expr::Column));
+        }
+        Ok(Unit {
+            plan: LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(unit.plan))?),
+            ..unit
         })
     }
 
