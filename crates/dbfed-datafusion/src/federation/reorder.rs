@@ -237,12 +237,20 @@ impl Region {
         if let Some(rest) = conjunction(graph.leftovers()) {
             plan = LogicalPlan::Filter(Filter::try_new(rest, Arc::new(plan))?);
         }
-        let columns = original
-            .schema()
-            .columns()
-            .into_iter()
-            .map(Expr::Column)
-            .collect();
+        // An output column a pruning dropped for an equal one (`o_orderkey` for `l_orderkey`)
+        // is that column under its name.
+        let available = plan.schema().columns();
+        let mut columns = Vec::new();
+        for c in original.schema().columns() {
+            if available.contains(&c) {
+                columns.push(Expr::Column(c));
+                continue;
+            }
+            let Some(equal) = available.iter().find(|k| graph.substitutes(&c, k)) else {
+                return Ok(None);
+            };
+            columns.push(Expr::Column(equal.clone()).alias_qualified(c.relation.clone(), c.name));
+        }
         Ok(Some(LogicalPlan::Projection(Projection::try_new(
             columns,
             Arc::new(plan),
@@ -317,6 +325,8 @@ struct Graph {
     remote: Vec<bool>,
     /// The columns the region returns.
     output: Vec<Column>,
+    /// Whether each input column is nullable.
+    nullable: HashMap<Column, bool>,
 }
 
 impl Graph {
@@ -324,8 +334,11 @@ impl Graph {
     /// (an outer reference): such a region is left alone.
     fn new(region: &Region, output: Vec<Column>) -> Result<Option<Self>> {
         let mut owner = HashMap::new();
+        let mut nullable = HashMap::new();
         for (i, input) in region.inputs.iter().enumerate() {
-            for column in input.schema().columns() {
+            for (qualifier, field) in input.schema().iter() {
+                let column = Column::new(qualifier.cloned(), field.name());
+                nullable.insert(column.clone(), field.is_nullable());
                 owner.insert(column, i);
             }
         }
@@ -354,6 +367,7 @@ impl Graph {
                 .map(|i| source_of(i).is_some())
                 .collect(),
             output,
+            nullable,
         };
         for (left, right) in &region.pairs {
             let (Some(l), Some(r)) = (leaves_of(left), leaves_of(right)) else {
@@ -498,7 +512,7 @@ impl Graph {
     /// its inner join keys too).
     fn prune(&self, unit: Unit) -> Result<Unit> {
         let inside = |c: &Column| self.owner.get(c).is_some_and(|o| unit.leaves.contains(o));
-        let mut keep: Vec<Column> = self.output.iter().filter(|c| inside(c)).cloned().collect();
+        let mut keep: Vec<Column> = Vec::new();
         let mut add = |c: &Column| {
             if inside(c) && !keep.contains(c) {
                 keep.push(c.clone());
@@ -526,6 +540,12 @@ impl Graph {
                 add(c);
             }
         }
+        // Output columns, one per set of columns the unit's joins made equal.
+        for c in self.output.iter().filter(|c| inside(c)) {
+            if !keep.contains(c) && !keep.iter().any(|k| self.substitutes(c, k)) {
+                keep.push(c.clone());
+            }
+        }
         let columns = unit.plan.schema().columns();
         let mut exprs: Vec<Expr> = columns
             .iter()
@@ -544,6 +564,16 @@ impl Graph {
             plan: LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(unit.plan))?),
             ..unit
         })
+    }
+
+    /// Whether column `k` can stand for column `c`: the joins built so far made them equal, and
+    /// they have the same type and nullability.
+    fn substitutes(&self, c: &Column, k: &Column) -> bool {
+        self.classes.add_known(c)
+            && self.classes.add_known(k)
+            && self.applied.same(c, k)
+            && self.nullable.get(c).is_some()
+            && self.nullable.get(c) == self.nullable.get(k)
     }
 
     /// Predicates no join applied: equalities of class members never joined, unused keys and
@@ -608,6 +638,11 @@ impl UnionFind {
         }
         self.parent.insert(c.clone(), c.clone());
         true
+    }
+
+    /// Whether `c` was added.
+    fn add_known(&self, c: &Column) -> bool {
+        self.parent.contains_key(c)
     }
 
     fn find(&self, c: &Column) -> Column {
