@@ -572,7 +572,7 @@ impl Graph {
         self.classes.add_known(c)
             && self.classes.add_known(k)
             && self.applied.same(c, k)
-            && self.nullable.get(c).is_some()
+            && self.nullable.contains_key(c)
             && self.nullable.get(c) == self.nullable.get(k)
     }
 
