@@ -4,14 +4,14 @@
 //! - [`Warehouse`]: an emulator that may be dropped inside an async test.
 //! - [`on_plain_thread`] and [`off_runtime`]: build (blocking) clients and executors away from the
 //!   async workers, where building or dropping them panics.
-//! - [`client_config`]: a client configuration for an emulator.
+//! - [`client_config`] and [`client_config_with`]: a client configuration for an emulator.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use dbfed_databricks::config::ClientConfig;
+use dbfed_databricks::config::{ClientConfig, Credentials};
 use dbfed_emulator::{BackgroundEmulator, EmulatorBuilder};
 
 /// What a result holds, independent of batch boundaries and row order.
@@ -143,6 +143,25 @@ pub fn client_config(
         .host(emulator.url())
         .warehouse_id(warehouse_id)
         .token(token)
+        .build()
+        .expect("valid configuration")
+}
+
+/// A client configuration for `emulator` signing in with `credentials`: its URL as the host
+/// (so OAuth M2M tokens come from the emulator's `/oidc/v1/token`) and `warehouse_id`.
+///
+/// # Panics
+///
+/// If the configuration is invalid (a test fixture error).
+pub fn client_config_with(
+    emulator: &BackgroundEmulator,
+    warehouse_id: &str,
+    credentials: Credentials,
+) -> ClientConfig {
+    ClientConfig::builder()
+        .host(emulator.url())
+        .warehouse_id(warehouse_id)
+        .credentials(credentials)
         .build()
         .expect("valid configuration")
 }

@@ -7,28 +7,110 @@
 //! The soak runs in a child process (this test binary re-run on the ignored inner test), so the
 //! other tests of the binary, running in parallel, do not disturb its readings. The child
 //! prints one `soak-sample:` line per second and a `soak:` summary (see RELIABILITY.md).
+//!
+//! With `DBFED_SOAK_EMULATOR=process` the emulator runs in a process of its own (this binary
+//! again, on another ignored test), so the soak child's readings are the client and executor
+//! alone; the child also samples the emulator process's RSS (`emulator_rss=`).
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use dbfed_databricks::Param;
-use dbfed_emulator::Emulator;
+use dbfed_databricks::config::ClientConfig;
+use dbfed_databricks::{Client, ClientBuilder, Param};
+use dbfed_emulator::{Emulator, EmulatorBuilder};
 use dbfed_executor::{DatabricksDriver, Executor, ExecutorError};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::support::{client_builder, runtime, start};
+use crate::support::{TOKEN, WAREHOUSE, client_builder, fast_retries, runtime, start};
 
 const CLIENTS: usize = 24;
 const THREADS: usize = 8;
 const QUEUE_DEPTH: usize = 32;
 
+/// Where the soak's emulator runs: `DBFED_SOAK_EMULATOR=process` puts it in a process of its
+/// own; anything else (the default) in the soak child.
+fn emulator_in_own_process() -> bool {
+    std::env::var("DBFED_SOAK_EMULATOR").is_ok_and(|v| v == "process")
+}
+
+/// The soak's emulator: small chunks, one slot per worker, results kept for a second (they are
+/// read to the end, hence never closed) and a short statement history, so its own retention
+/// does not read as growth.
+fn soak_emulator() -> EmulatorBuilder {
+    Emulator::builder()
+        .chunk_rows(2_000)
+        .max_concurrent_statements(THREADS)
+        .result_ttl(Duration::from_secs(1))
+        .max_statement_history(200)
+}
+
+/// The emulator child: this binary on [`emulator_in_this_process`]; stops when its stdin
+/// closes (the child is also killed when this handle drops).
+struct EmulatorProcess {
+    child: Child,
+    url: String,
+}
+
+impl EmulatorProcess {
+    fn start() -> Self {
+        let exe = std::env::current_exe().expect("the test binary");
+        let mut child = Command::new(exe)
+            .args([
+                "soak::emulator_in_this_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("DBFED_SOAK_EMULATOR_CHILD", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the emulator child starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        // Read its URL on a thread, so a child that never prints cannot hang the test.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // (libtest may have printed `test <name> ... ` on the same line.)
+                if let Some((_, url)) = line.split_once("soak-emulator-url: ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("hang guard: the emulator child prints its URL");
+        Self { child, url }
+    }
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        // Closing stdin asks it to stop; kill is the fallback.
+        drop(self.child.stdin.take());
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn soak_keeps_threads_fds_memory_and_sessions_flat() {
+    let emulator = emulator_in_own_process().then(EmulatorProcess::start);
     let exe = std::env::current_exe().expect("the test binary");
-    let output = Command::new(exe)
+    let mut child = Command::new(exe);
+    child
         .args([
             "soak::soak_in_this_process",
             "--exact",
@@ -36,9 +118,14 @@ fn soak_keeps_threads_fds_memory_and_sessions_flat() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("DBFED_SOAK_CHILD", "1")
-        .output()
-        .expect("the soak child runs");
+        .env("DBFED_SOAK_CHILD", "1");
+    if let Some(emulator) = &emulator {
+        child
+            .env("DBFED_SOAK_EMULATOR_URL", &emulator.url)
+            .env("DBFED_SOAK_EMULATOR_PID", emulator.child.id().to_string());
+    }
+    let output = child.output().expect("the soak child runs");
+    drop(emulator);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     for line in stdout.lines().chain(stderr.lines()) {
@@ -62,6 +149,8 @@ struct Sample {
     threads: usize,
     fds: usize,
     rss_kib: u64,
+    /// The emulator process's RSS (0 when it runs in this process).
+    emulator_rss_kib: u64,
     sessions: usize,
     queries: u64,
 }
@@ -70,8 +159,9 @@ fn count_dir(path: &str) -> usize {
     std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0)
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// `VmRSS` of `process` (`self` or a pid), 0 when unreadable.
+fn rss_kib_of(process: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -80,6 +170,45 @@ fn rss_kib() -> u64 {
                 .and_then(|n| n.parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "run by soak_keeps_threads_fds_memory_and_sessions_flat in a child process"]
+fn emulator_in_this_process() {
+    assert!(
+        std::env::var_os("DBFED_SOAK_EMULATOR_CHILD").is_some(),
+        "run through soak_keeps_threads_fds_memory_and_sessions_flat"
+    );
+    let emulator = start(soak_emulator());
+    println!("soak-emulator-url: {}", emulator.url());
+    // Serve until stdin closes (the parent is done or gone); a day at most.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        // Bounded by stdin's end: EOF (or an error) ends the loop.
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
+            sink.clear();
+        }
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(Duration::from_secs(24 * 3600));
+    eprintln!(
+        "soak-emulator: {} statements in its history, {} requests in its log, RSS {} KiB",
+        emulator.statements().len(),
+        emulator.requests().len(),
+        rss_kib_of("self")
+    );
+}
+
+/// A client builder for the emulator at `url` (another process), like `client_builder`.
+fn client_builder_for(url: &str) -> ClientBuilder {
+    let config = ClientConfig::builder()
+        .host(url)
+        .warehouse_id(WAREHOUSE)
+        .token(TOKEN)
+        .build()
+        .expect("valid configuration");
+    Client::builder(config).retry_policy(fast_retries())
 }
 
 #[test]
@@ -97,16 +226,16 @@ fn soak_in_this_process() {
     let duration = Duration::from_secs(secs);
     let warmup = Duration::from_secs((secs / 4).max(4));
 
-    // The emulator lives in this process too: it keeps results (read to the end, hence never
-    // closed) for a second and a short history, so its own retention does not read as growth.
-    let emulator = start(
-        Emulator::builder()
-            .chunk_rows(2_000)
-            .max_concurrent_statements(THREADS)
-            .result_ttl(Duration::from_secs(1))
-            .max_statement_history(200),
-    );
-    let client = client_builder(&emulator)
+    // The emulator lives in this process too, unless the parent started one of its own.
+    let remote = std::env::var("DBFED_SOAK_EMULATOR_URL").ok();
+    let emulator_pid = std::env::var("DBFED_SOAK_EMULATOR_PID").ok();
+    let emulator = remote.is_none().then(|| start(soak_emulator()));
+    let builder = match (&remote, &emulator) {
+        (Some(url), _) => client_builder_for(url),
+        (None, Some(emulator)) => client_builder(emulator),
+        (None, None) => unreachable!("an emulator in one place or the other"),
+    };
+    let client = builder
         .download_threads(2)
         .prefetch_bytes(256 << 10)
         .build()
@@ -133,6 +262,7 @@ fn soak_in_this_process() {
         let stop = stop.clone();
         let done = done.clone();
         let executor = executor.clone();
+        let emulator_pid = emulator_pid.clone();
         std::thread::Builder::new()
             .name("soak-sampler".into())
             .spawn(move || {
@@ -144,16 +274,19 @@ fn soak_in_this_process() {
                         at: started.elapsed(),
                         threads: count_dir("/proc/self/task"),
                         fds: count_dir("/proc/self/fd"),
-                        rss_kib: rss_kib(),
+                        rss_kib: rss_kib_of("self"),
+                        emulator_rss_kib: emulator_pid.as_deref().map_or(0, rss_kib_of),
                         sessions: m.pool_idle + m.pool_in_use,
                         queries: done.load(Ordering::Relaxed),
                     };
                     eprintln!(
-                        "soak-sample: t={:>3}s threads={} fds={} rss={}KiB sessions={} queries={}",
+                        "soak-sample: t={:>3}s threads={} fds={} rss={}KiB emulator_rss={}KiB \
+                         sessions={} queries={}",
                         s.at.as_secs(),
                         s.threads,
                         s.fds,
                         s.rss_kib,
+                        s.emulator_rss_kib,
                         s.sessions,
                         s.queries
                     );
@@ -260,10 +393,16 @@ fn soak_in_this_process() {
     let (threads_min, threads_max) = (min(|s| s.threads as u64), max(|s| s.threads as u64));
     let (fds_min, fds_max) = (min(|s| s.fds as u64), max(|s| s.fds as u64));
     let (rss_min, rss_max) = (min(|s| s.rss_kib), max(|s| s.rss_kib));
+    let (emu_min, emu_max) = (min(|s| s.emulator_rss_kib), max(|s| s.emulator_rss_kib));
     let sessions_max = max(|s| s.sessions as u64);
+    let place = if remote.is_some() {
+        format!("emulator in its own process (RSS {emu_min}..{emu_max} KiB)")
+    } else {
+        "emulator in this process".to_owned()
+    };
     eprintln!(
-        "soak: {secs}s, {CLIENTS} clients, {THREADS} workers: {} queries ({} dropped early), {} rows read; \
-         after {}s warm-up: threads {threads_min}..{threads_max}, fds {fds_min}..{fds_max}, \
+        "soak: {secs}s, {CLIENTS} clients, {THREADS} workers, {place}: {} queries ({} dropped early), \
+         {} rows read; after {}s warm-up: threads {threads_min}..{threads_max}, fds {fds_min}..{fds_max}, \
          RSS {rss_min}..{rss_max} KiB, sessions <= {sessions_max}; burst of {burst}: {ran} ran, \
          {overloaded} Overloaded; executor: {} completed, {} cancellations, {} failed, {} overloaded",
         done.load(Ordering::Relaxed),

@@ -15,7 +15,9 @@ use tonic::Code;
 
 use dbfed_tests::Fingerprint;
 
-use crate::disconnect::{Federated, assert_released, federated};
+use dbfed_databricks::config::Credentials;
+
+use crate::disconnect::{Federated, assert_released, federated, federated_with};
 use crate::fixture::client;
 
 const SQL: &str = "SELECT * FROM samples.tpch.orders";
@@ -28,15 +30,28 @@ type Outcome = Result<Fingerprint, (FlightError, u64)>;
 
 /// Runs [`QUERIES`] copies of [`SQL`] at once, each over its own Flight channel.
 async fn run(fed: &Federated) -> Vec<Outcome> {
+    run_paced(fed, Duration::ZERO).await
+}
+
+/// [`run`], each client pausing `pause_per_batch` after every batch (a slow consumer: the
+/// queries stay open for seconds).
+async fn run_paced(fed: &Federated, pause_per_batch: Duration) -> Vec<Outcome> {
     let tasks: Vec<_> = (0..QUERIES)
         .map(|_| {
             let server = fed.server.local_addr();
             tokio::spawn(async move {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}"))
-                    .expect("endpoint")
-                    .connect()
-                    .await
-                    .expect("connect");
+                let mut endpoint =
+                    tonic::transport::Endpoint::from_shared(format!("http://{server}"))
+                        .expect("endpoint");
+                if !pause_per_batch.is_zero() {
+                    // Small HTTP/2 windows: a slow consumer holds the server back (with the
+                    // defaults the client would buffer the whole result and the warehouse
+                    // would be done long before the consumer).
+                    endpoint = endpoint
+                        .initial_stream_window_size(Some(64 << 10))
+                        .initial_connection_window_size(Some(64 << 10));
+                }
+                let channel = endpoint.connect().await.expect("connect");
                 let mut c = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
                 let info = match c.execute(SQL.to_owned(), None).await {
                     Ok(info) => info,
@@ -57,6 +72,9 @@ async fn run(fed: &Federated) -> Vec<Outcome> {
                                 let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
                                 return Err((e, rows));
                             }
+                        }
+                        if !pause_per_batch.is_zero() {
+                            tokio::time::sleep(pause_per_batch).await;
                         }
                     }
                 }
@@ -283,4 +301,149 @@ async fn unretryable_failures_mid_result_reach_the_flight_client_as_errors() {
     let mut c = client(&fed.server).await;
     let batches = crate::fixture::query(&mut c, SQL).await.expect("after");
     assert_eq!(Fingerprint::of(&batches), baseline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_stalled_downloads_through_flight_cost_no_rows() {
+    // A download slower than this timeout is abandoned (after at most twice it) and retried.
+    let fed = federated(Emulator::builder(), QUERIES, |b| {
+        b.download_timeout(Duration::from_secs(2))
+    })
+    .await;
+    let baseline = baseline(&fed).await;
+    let faults = fed.emulator.faults();
+    // Slow: 64 KiB/s on a third of the downloads (a chunk is ~20 KiB compressed): late, but
+    // within the timeout.
+    let slow = faults.inject(
+        FaultRule::new(
+            Endpoint::Download,
+            FaultAction::SlowDownload {
+                bytes_per_second: 64 << 10,
+            },
+        )
+        .rate(0.3)
+        .times(30),
+    );
+    // Stalled: 1 byte/s never finishes within the 2 s timeout; the retry gets the chunk.
+    let stalled = faults.inject(
+        FaultRule::new(
+            Endpoint::Download,
+            FaultAction::SlowDownload {
+                bytes_per_second: 1,
+            },
+        )
+        .skip(5)
+        .times(3),
+    );
+    let downloads_before = downloads(&fed);
+    let runs = run(&fed).await;
+    let downloads = downloads(&fed) - downloads_before;
+    let (slowed, stalls) = (faults.fired(slow), faults.fired(stalled));
+    assert!(slowed >= 3, "slow downloads fired {slowed}");
+    assert_eq!(stalls, 3, "every stall fired");
+    // Each stalled download was abandoned and asked for again: more downloads than chunks.
+    assert!(
+        downloads >= QUERIES as u64 * 30 + stalls,
+        "{downloads} downloads for {} chunks and {stalls} stalls",
+        QUERIES * 30
+    );
+    assert_all_exact("slow and stalled downloads", &fed, &baseline, &runs);
+    eprintln!(
+        "flight chaos: slow and stalled downloads: {slowed} slow (64 KiB/s), {stalls} stalled \
+         (1 B/s vs a 2 s timeout) retried; {downloads} downloads for {} chunks",
+        QUERIES * 30
+    );
+    faults.clear();
+    assert_released("after slow and stalled downloads", &fed, None).await;
+}
+
+/// Downloads of result chunks the emulator answered (any status).
+fn downloads(fed: &Federated) -> u64 {
+    fed.emulator
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/_emulator/results/"))
+        .count() as u64
+}
+
+/// Token requests the emulator answered among its newest requests after the first `since`:
+/// (all of them, those between the first and the last chunk download — while results were
+/// being read).
+fn token_calls(fed: &Federated, since: usize) -> (usize, usize) {
+    let requests = fed.emulator.requests();
+    let requests = requests.get(since..).unwrap_or_default();
+    let is_token = |r: &&dbfed_emulator::RequestRecord| r.path == "/oidc/v1/token";
+    let is_download = |r: &dbfed_emulator::RequestRecord| r.path.contains("/_emulator/results/");
+    let all = requests.iter().filter(is_token).count();
+    let mid = match (
+        requests.iter().position(is_download),
+        requests.iter().rposition(is_download),
+    ) {
+        (Some(first), Some(last)) => requests[first..last].iter().filter(is_token).count(),
+        _ => 0,
+    };
+    (all, mid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_tokens_expiring_mid_query_through_flight_are_renewed_without_losing_rows() {
+    // Tokens live 41 s; the client renews them 40 s early, i.e. every second, while the Flight
+    // clients read.
+    let fed = federated_with(
+        Emulator::builder()
+            .oauth_client("flight-chaos-client", "flight-chaos-secret-0123456789")
+            .token_lifetime(Duration::from_secs(41)),
+        Credentials::oauth_m2m("flight-chaos-client", "flight-chaos-secret-0123456789"),
+        QUERIES,
+        |b| b,
+    )
+    .await;
+    let baseline = baseline(&fed).await;
+    assert!(
+        token_calls(&fed, 0).0 >= 1,
+        "the server signed in with OAuth M2M"
+    );
+    let faults = fed.emulator.faults();
+    // And tokens revoked mid-query: the warehouse answers 401, the client renews the token and
+    // retries once (a second 401 in a row means the credentials are bad: an error).
+    let revoked: Vec<_> = [3, 9, 15, 21]
+        .into_iter()
+        .map(|i| {
+            faults.inject(
+                FaultRule::status(Endpoint::GetChunk, 401, None)
+                    .chunk_index(i)
+                    .times(1),
+            )
+        })
+        .collect();
+    // Slow Flight consumers (30 batches, 150 ms each): every query stays open ~4.5 s, two
+    // rounds, so the queries outlive several tokens.
+    let (mut renewals, mut mid_query) = (0, 0);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let since = fed.emulator.requests().len();
+        runs.extend(run_paced(&fed, Duration::from_millis(150)).await);
+        let (all, mid) = token_calls(&fed, since);
+        renewals += all;
+        mid_query += mid;
+    }
+    let revocations: u64 = revoked.iter().map(|r| faults.fired(*r)).sum();
+    assert_eq!(revocations, 4, "every revocation fired");
+    // 4 renewals answer the revocations; the others are expiries while results were read.
+    assert!(
+        mid_query >= 4 + 2,
+        "tokens expired mid-query ({renewals} token calls, {mid_query} between downloads)"
+    );
+    assert_all_exact(
+        "OAuth tokens expiring and revoked mid-query",
+        &fed,
+        &baseline,
+        &runs,
+    );
+    eprintln!(
+        "flight chaos: token expiry: {renewals} token calls while the queries ran, {mid_query} \
+         of them between chunk downloads; {revocations} revocations (401) survived"
+    );
+    faults.clear();
+    assert_released("after token expiry", &fed, None).await;
 }

@@ -13,7 +13,7 @@ use arrow::array::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::{CancelFlightInfoRequest, CancelStatus, FlightClient, FlightInfo};
 use datafusion::prelude::SessionConfig;
-use dbfed_databricks::config::ClientConfig;
+use dbfed_databricks::config::{ClientConfig, Credentials};
 use dbfed_databricks::{Client, ClientBuilder, RetryPolicy};
 use dbfed_datafusion::{DatabricksSource, federated_session_context};
 use dbfed_emulator::{Emulator, EmulatorBuilder, StatementRecord, StatementState, token_identity};
@@ -21,7 +21,7 @@ use dbfed_executor::{DatabricksDriver, Executor};
 use dbfed_flight::{
     Auth, FlightServerHandle, FlightSqlServer, PassThroughSessions, StaticSessions,
 };
-use dbfed_tests::{client_config, off_runtime};
+use dbfed_tests::{client_config_with, off_runtime};
 use futures::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -50,8 +50,19 @@ pub async fn federated(
     threads: usize,
     configure: impl FnOnce(ClientBuilder) -> ClientBuilder + Send + 'static,
 ) -> Federated {
+    federated_with(emulator, Credentials::token(TOKEN), threads, configure).await
+}
+
+/// [`federated`] whose client signs in with `credentials` (the emulator accepts [`TOKEN`] and
+/// whatever else `emulator` configures, e.g. an OAuth client whose tokens expire mid-query).
+pub async fn federated_with(
+    emulator: EmulatorBuilder,
+    credentials: Credentials,
+    threads: usize,
+    configure: impl FnOnce(ClientBuilder) -> ClientBuilder + Send + 'static,
+) -> Federated {
     let emulator = warehouse(emulator.tpch_scale(0.01).chunk_rows(500).token(TOKEN));
-    let config = client_config(&emulator, "fl0123456789abcd", TOKEN);
+    let config = client_config_with(&emulator, "fl0123456789abcd", credentials);
     let executor = test_executor(config, threads, 64, Duration::from_secs(30), configure).await;
     let server = serve_federated(&executor, Auth::None).await;
     Federated {
