@@ -331,7 +331,7 @@ struct Graph {
 
 impl Graph {
     /// The predicates of `region`, or `None` when one refers to a column no input provides
-    /// (an outer reference): such a region is left alone.
+    /// (an outer reference) or holds a subquery: such a region is left alone.
     fn new(region: &Region, output: Vec<Column>) -> Result<Option<Self>> {
         let mut owner = HashMap::new();
         let mut nullable = HashMap::new();
@@ -343,6 +343,11 @@ impl Graph {
             }
         }
         let leaves_of = |e: &Expr| -> Option<Vec<usize>> {
+            // A subquery's outer references are not among the expression's columns: moved to
+            // another join, it could lose them. Such regions are left alone.
+            if has_subquery(e) {
+                return None;
+            }
             let mut leaves = Vec::new();
             for column in e.column_refs() {
                 let leaf = *owner.get(column)?;
@@ -602,6 +607,16 @@ impl Graph {
     }
 }
 
+fn has_subquery(e: &Expr) -> bool {
+    e.exists(|e| {
+        Ok(matches!(
+            e,
+            Expr::Exists(_) | Expr::InSubquery(_) | Expr::ScalarSubquery(_)
+        ))
+    })
+    .unwrap_or(true)
+}
+
 fn subset(a: &[usize], b: &[usize]) -> bool {
     a.iter().all(|x| b.contains(x))
 }
@@ -665,5 +680,60 @@ impl UnionFind {
         if ra != rb {
             self.parent.insert(ra, rb);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::catalog::MemTable;
+    use datafusion::optimizer::OptimizerContext;
+    use datafusion::prelude::SessionContext;
+
+    fn table(ctx: &SessionContext, name: &str, columns: &[&str]) {
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|c| Field::new(*c, DataType::Int64, false))
+                .collect::<Vec<_>>(),
+        ));
+        let arrays = columns
+            .iter()
+            .map(|_| Arc::new(Int64Array::from(vec![1, 2])) as _)
+            .collect();
+        let batch = RecordBatch::try_new(Arc::clone(&schema), arrays).expect("batch");
+        let mem = MemTable::try_new(schema, vec![vec![batch]]).expect("mem table");
+        ctx.register_table(name, Arc::new(mem)).expect("register");
+    }
+
+    #[tokio::test]
+    async fn regions_without_remote_tables_are_left_alone() {
+        let ctx = SessionContext::new();
+        table(&ctx, "a", &["x"]);
+        table(&ctx, "b", &["x", "y"]);
+        table(&ctx, "c", &["y"]);
+        let plan = ctx
+            .sql("SELECT * FROM a JOIN b ON a.x = b.x JOIN c ON b.y = c.y WHERE a.x > 0")
+            .await
+            .expect("plans")
+            .into_optimized_plan()
+            .expect("optimizes");
+        let out = GroupRemoteJoins
+            .rewrite(plan.clone(), &OptimizerContext::new())
+            .expect("rewrites");
+        assert!(!out.transformed);
+        assert_eq!(out.data, plan);
+    }
+
+    #[test]
+    fn subqueries_are_detected_in_predicates() {
+        use datafusion::logical_expr::{LogicalPlanBuilder, col, exists, lit};
+        assert!(!has_subquery(&col("a").eq(lit(1))));
+        let empty = LogicalPlanBuilder::empty(true).build().expect("plan");
+        assert!(has_subquery(
+            &col("a").eq(lit(1)).and(exists(Arc::new(empty)))
+        ));
     }
 }
