@@ -217,3 +217,59 @@ mod tests {
         assert_eq!((fp.rows, fp.columns.len(), fp.row_multiset), (0, 0, 0));
     }
 }
+
+/// Fault scenarios shared by the chaos suites (client and executor in `tests/tests/chaos.rs`,
+/// Flight in `crates/dbfed-flight/tests/chaos.rs`), so both inject exactly the same faults.
+pub mod faults {
+    use dbfed_emulator::{Endpoint, FaultAction, FaultId, FaultRule, Faults};
+
+    /// The rules of [`slow_and_stalled_downloads`].
+    #[derive(Debug, Clone, Copy)]
+    pub struct SlowAndStalled {
+        /// 64 KiB/s downloads: late, within a 2 s download timeout.
+        pub slow: FaultId,
+        /// 1 B/s downloads: never done within the timeout, so the client must retry them.
+        pub stalled: FaultId,
+    }
+
+    /// Slows 30 % of the chunk downloads (at most 30) to 64 KiB/s (a chunk is ~20 KiB
+    /// compressed), and stalls 3 downloads after the first 5 at 1 byte/s.
+    pub fn slow_and_stalled_downloads(faults: &Faults) -> SlowAndStalled {
+        let slow = faults.inject(
+            FaultRule::new(
+                Endpoint::Download,
+                FaultAction::SlowDownload {
+                    bytes_per_second: 64 << 10,
+                },
+            )
+            .rate(0.3)
+            .times(30),
+        );
+        let stalled = faults.inject(
+            FaultRule::new(
+                Endpoint::Download,
+                FaultAction::SlowDownload {
+                    bytes_per_second: 1,
+                },
+            )
+            .skip(5)
+            .times(3),
+        );
+        SlowAndStalled { slow, stalled }
+    }
+
+    /// Revokes the token mid-result: the chunk links of chunks 3, 9, 15 and 21 answer 401
+    /// once each (the client renews its token and retries once).
+    pub fn revoke_tokens_mid_result(faults: &Faults) -> Vec<FaultId> {
+        [3, 9, 15, 21]
+            .into_iter()
+            .map(|i| {
+                faults.inject(
+                    FaultRule::status(Endpoint::GetChunk, 401, None)
+                        .chunk_index(i)
+                        .times(1),
+                )
+            })
+            .collect()
+    }
+}

@@ -332,28 +332,9 @@ fn slow_and_stalled_downloads_cost_no_rows() {
     let chaos = Chaos::with_token(Emulator::builder());
     let baseline = chaos.baseline();
     let faults = chaos.emulator.faults();
-    // Slow: 64 KiB/s on a third of the downloads (a chunk is ~20 KiB compressed).
-    let slow = faults.inject(
-        FaultRule::new(
-            Endpoint::Download,
-            FaultAction::SlowDownload {
-                bytes_per_second: 64 << 10,
-            },
-        )
-        .rate(0.3)
-        .times(30),
-    );
-    // Stalled: 1 byte/s never finishes within the 2 s download timeout; the retry succeeds.
-    let stalled = faults.inject(
-        FaultRule::new(
-            Endpoint::Download,
-            FaultAction::SlowDownload {
-                bytes_per_second: 1,
-            },
-        )
-        .skip(5)
-        .times(3),
-    );
+    // Slow downloads within the 2 s download timeout, and stalled ones the client retries.
+    let dbfed_tests::faults::SlowAndStalled { slow, stalled } =
+        dbfed_tests::faults::slow_and_stalled_downloads(faults);
     let runs = chaos.run(Duration::ZERO);
     assert!(faults.fired(slow) >= 3, "{}", faults.fired(slow));
     assert_eq!(faults.fired(stalled), 3);
@@ -448,16 +429,7 @@ fn oauth_tokens_expiring_mid_query_are_renewed_without_losing_rows() {
     let baseline = chaos.baseline();
     // And tokens revoked mid-query: the warehouse answers 401, the client renews the token and
     // retries once (a second 401 in a row means the credentials are bad: an error).
-    let revoked: Vec<_> = [3, 9, 15, 21]
-        .into_iter()
-        .map(|i| {
-            chaos.emulator.faults().inject(
-                FaultRule::status(Endpoint::GetChunk, 401, None)
-                    .chunk_index(i)
-                    .times(1),
-            )
-        })
-        .collect();
+    let revoked = dbfed_tests::faults::revoke_tokens_mid_result(chaos.emulator.faults());
     let revocations = || {
         revoked
             .iter()

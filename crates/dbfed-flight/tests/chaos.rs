@@ -312,29 +312,9 @@ async fn slow_and_stalled_downloads_through_flight_cost_no_rows() {
     .await;
     let baseline = baseline(&fed).await;
     let faults = fed.emulator.faults();
-    // Slow: 64 KiB/s on a third of the downloads (a chunk is ~20 KiB compressed): late, but
-    // within the timeout.
-    let slow = faults.inject(
-        FaultRule::new(
-            Endpoint::Download,
-            FaultAction::SlowDownload {
-                bytes_per_second: 64 << 10,
-            },
-        )
-        .rate(0.3)
-        .times(30),
-    );
-    // Stalled: 1 byte/s never finishes within the 2 s timeout; the retry gets the chunk.
-    let stalled = faults.inject(
-        FaultRule::new(
-            Endpoint::Download,
-            FaultAction::SlowDownload {
-                bytes_per_second: 1,
-            },
-        )
-        .skip(5)
-        .times(3),
-    );
+    // Slow downloads within the timeout, and stalled ones the client retries.
+    let dbfed_tests::faults::SlowAndStalled { slow, stalled } =
+        dbfed_tests::faults::slow_and_stalled_downloads(faults);
     let downloads_before = downloads(&fed);
     let runs = run(&fed).await;
     let downloads = downloads(&fed) - downloads_before;
@@ -406,16 +386,7 @@ async fn oauth_tokens_expiring_mid_query_through_flight_are_renewed_without_losi
     let faults = fed.emulator.faults();
     // And tokens revoked mid-query: the warehouse answers 401, the client renews the token and
     // retries once (a second 401 in a row means the credentials are bad: an error).
-    let revoked: Vec<_> = [3, 9, 15, 21]
-        .into_iter()
-        .map(|i| {
-            faults.inject(
-                FaultRule::status(Endpoint::GetChunk, 401, None)
-                    .chunk_index(i)
-                    .times(1),
-            )
-        })
-        .collect();
+    let revoked = dbfed_tests::faults::revoke_tokens_mid_result(faults);
     // Slow Flight consumers (30 batches, 150 ms each): every query stays open ~4.5 s, two
     // rounds, so the queries outlive several tokens.
     let (mut renewals, mut mid_query) = (0, 0);
