@@ -429,6 +429,21 @@ impl Graph {
             })
     }
 
+    /// One column of the class `root` per group of its columns in `leaves` that no join has
+    /// equated yet.
+    fn unequated(&self, root: &Column, leaves: &[usize]) -> Vec<Column> {
+        let mut reps: Vec<Column> = Vec::new();
+        for c in &self.class_members {
+            if self.classes.find(c) == *root
+                && leaves.contains(&self.owner[c])
+                && !reps.iter().any(|r| self.applied.same(r, c))
+            {
+                reps.push(c.clone());
+            }
+        }
+        reps
+    }
+
     /// `left ⋈ right` with every key and filter that becomes applicable.
     fn join(&mut self, left: Unit, right: Unit) -> Result<Unit> {
         let mut on = Vec::new();
@@ -441,31 +456,17 @@ impl Graph {
             }
         }
         for root in roots {
-            let groups = |leaves: &[usize], applied: &UnionFind| -> Vec<Column> {
-                let mut reps: Vec<Column> = Vec::new();
-                for c in &self.class_members {
-                    if self.classes.find(c) == root
-                        && leaves.contains(&self.owner[c])
-                        && !reps.iter().any(|r| applied.same(r, c))
-                    {
-                        reps.push(c.clone());
-                    }
-                }
-                reps
-            };
-            let mut applied = std::mem::take(&mut self.applied);
-            let l = groups(&left.leaves, &applied);
-            let r = groups(&right.leaves, &applied);
+            let l = self.unequated(&root, &left.leaves);
+            let r = self.unequated(&root, &right.leaves);
             if let (Some(l0), Some(r0)) = (l.first(), r.first()) {
                 for (a, b) in std::iter::once((l0, r0))
                     .chain(l.iter().skip(1).map(|a| (a, r0)))
                     .chain(r.iter().skip(1).map(|b| (l0, b)))
                 {
                     on.push((Expr::Column(a.clone()), Expr::Column(b.clone())));
-                    applied.union(a, b);
+                    self.applied.union(a, b);
                 }
             }
-            self.applied = applied;
         }
         let both: Vec<usize> = left.leaves.iter().chain(&right.leaves).copied().collect();
         let mut filters = Vec::new();
