@@ -1,13 +1,14 @@
 //! Result chunk decoding: LZ4 frames, Arrow IPC streams, casting to the promised schema.
 
-use std::io::{Cursor, Read};
+use std::io::Read;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
+use arrow::buffer::Buffer;
 use arrow::compute::{CastOptions, can_cast_types, cast_with_options};
 use arrow::datatypes::{DataType, SchemaRef};
-use arrow::ipc::reader::StreamReader;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::util::display::FormatOptions;
 
 use crate::error::{Error, Result};
@@ -58,22 +59,44 @@ pub fn decompress_lz4_frames_limited(input: &[u8], max_output: u64, what: &str) 
 
 /// Decodes one complete Arrow IPC stream and casts each batch to `target`.
 ///
-/// The stream's framing is checked first: a message whose declared metadata or body length
-/// runs past the end of `bytes` is an [`Error::Decode`], so a hostile length never becomes an
-/// allocation.
+/// Copies `bytes` once; [`decode_ipc_buffer`] decodes an owned buffer without copying.
 pub fn decode_ipc_stream(bytes: &[u8], target: &SchemaRef, what: &str) -> Result<Vec<RecordBatch>> {
-    check_ipc_framing(bytes, what)?;
-    // Arrow's reader trusts some offsets of a message it has parsed (`check_ipc_framing`
+    decode_ipc_buffer(Buffer::from(bytes), target, what)
+}
+
+/// Decodes one complete Arrow IPC stream held in `bytes` and casts each batch to `target`.
+///
+/// The batches' arrays are slices of `bytes` (no copy, except for a buffer that is not aligned
+/// for its type), so the whole buffer lives as long as any of them. The stream's framing is
+/// checked first: a message whose declared metadata or body length runs past the end of
+/// `bytes` is an [`Error::Decode`], so a hostile length never becomes an allocation. Bytes after
+/// the end-of-stream marker are ignored; a stream cut inside a message is an error.
+pub fn decode_ipc_buffer(
+    bytes: Buffer,
+    target: &SchemaRef,
+    what: &str,
+) -> Result<Vec<RecordBatch>> {
+    let end = check_ipc_framing(&bytes, what)?;
+    let invalid =
+        |e: arrow::error::ArrowError| Error::decode(what, format!("invalid Arrow IPC stream: {e}"));
+    // Arrow's decoder trusts some offsets of a message it has parsed (`check_ipc_framing`
     // rejects the ones known to panic); should another malformed input reach a panic inside
     // it, that is a decode error of this chunk, not the end of the consumer's thread.
     std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let reader = StreamReader::try_new(Cursor::new(bytes), None)
-            .map_err(|e| Error::decode(what, format!("invalid Arrow IPC stream: {e}")))?;
+        let mut rest = bytes.slice_with_length(0, end);
+        let mut decoder = StreamDecoder::new();
         let mut batches = Vec::new();
-        for batch in reader {
-            let batch =
-                batch.map_err(|e| Error::decode(what, format!("invalid Arrow IPC stream: {e}")))?;
-            batches.push(cast_batch(&batch, target, what)?);
+        while !rest.is_empty() {
+            if let Some(batch) = decoder.decode(&mut rest).map_err(invalid)? {
+                batches.push(cast_batch(&batch, target, what)?);
+            }
+        }
+        decoder.finish().map_err(invalid)?;
+        if decoder.schema().is_none() {
+            return Err(Error::decode(
+                what,
+                "invalid Arrow IPC stream: it has no schema message",
+            ));
         }
         Ok(batches)
     }))
@@ -92,8 +115,9 @@ pub fn decode_ipc_stream(bytes: &[u8], target: &SchemaRef, what: &str) -> Result
 
 /// Walks the messages of an Arrow IPC stream (`[0xFFFFFFFF] len:i32 metadata body`) and checks
 /// that every declared length fits in `bytes`. Arrow's reader allocates a message's metadata
-/// and body from these declared lengths before reading them.
-fn check_ipc_framing(bytes: &[u8], what: &str) -> Result<()> {
+/// and body from these declared lengths before reading them. Returns where the stream ends:
+/// just after its end-of-stream marker, else the end of `bytes`.
+fn check_ipc_framing(bytes: &[u8], what: &str) -> Result<usize> {
     const CONTINUATION: [u8; 4] = [0xFF; 4];
     let bad = |message: String| Error::decode(what, format!("invalid Arrow IPC stream: {message}"));
     let read_i32 = |at: usize| -> Option<i32> {
@@ -108,13 +132,17 @@ fn check_ipc_framing(bytes: &[u8], what: &str) -> Result<()> {
             at += 4;
         }
         let Some(meta_len) = read_i32(at) else {
-            // A cut length prefix: Arrow's reader reports it.
-            return Ok(());
+            // A cut length prefix: Arrow's decoder reports it.
+            return Ok(bytes.len());
         };
         at += 4;
-        if meta_len <= 0 {
-            // End-of-stream marker (0) or an invalid length Arrow's reader reports.
-            return Ok(());
+        if meta_len == 0 {
+            return Ok(at);
+        }
+        if meta_len < 0 {
+            return Err(bad(format!(
+                "a message declares a negative metadata length at offset {pos}"
+            )));
         }
         let meta_len = meta_len as usize;
         let meta_end = at
@@ -163,7 +191,7 @@ fn check_ipc_framing(bytes: &[u8], what: &str) -> Result<()> {
                 ))
             })?;
     }
-    Ok(())
+    Ok(bytes.len())
 }
 
 /// Casts `batch` column by column (by position) to `target`.
@@ -297,6 +325,34 @@ mod tests {
         let batches = decode_ipc_stream(&raw, &sample().schema(), "chunk").expect("ipc");
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0], sample());
+    }
+
+    #[test]
+    fn owned_buffers_decode_in_place() {
+        let bytes = Buffer::from_vec(ipc(&sample()));
+        let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
+        let batches = decode_ipc_buffer(bytes, &sample().schema(), "chunk").expect("ipc");
+        assert_eq!(batches, vec![sample()]);
+        let ids = batches[0].column(0).to_data();
+        let values = ids.buffers()[0].as_ptr() as usize;
+        assert!(
+            range.contains(&values),
+            "the values were copied out of the chunk's buffer"
+        );
+    }
+
+    #[test]
+    fn bytes_after_the_end_of_stream_are_ignored_and_a_cut_message_is_not() {
+        let mut bytes = ipc(&sample());
+        bytes.extend_from_slice(b"trailing garbage");
+        let batches = decode_ipc_stream(&bytes, &sample().schema(), "chunk").expect("ipc");
+        assert_eq!(batches, vec![sample()]);
+
+        // No end-of-stream marker and the last message cut short.
+        let whole = ipc(&sample());
+        let cut = &whole[..whole.len() - 12];
+        let err = decode_ipc_stream(cut, &sample().schema(), "chunk 2").expect_err("cut");
+        assert!(err.to_string().contains("chunk 2"), "{err}");
     }
 
     #[test]

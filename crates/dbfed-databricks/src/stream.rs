@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatchReader;
@@ -23,7 +24,7 @@ use parking_lot::{Condvar, Mutex};
 use reqwest::Method;
 
 use crate::api::{Api, Call, release_off_async, sleep_unless, snippet};
-use crate::decode::{decode_ipc_stream, decompress_lz4_frames_limited};
+use crate::decode::{decode_ipc_buffer, decompress_lz4_frames_limited};
 use crate::error::{Error, Result, redact_url};
 use crate::json::rows_to_batch;
 use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
@@ -391,7 +392,7 @@ fn chunk_path(statement_id: &str, index: usize) -> String {
 /// Decodes an Arrow IPC chunk body (LZ4-compressed or not); also returns the size of the
 /// uncompressed IPC stream, a measure of the memory the batches hold.
 fn decode_arrow_chunk(
-    bytes: &[u8],
+    bytes: Vec<u8>,
     compression: &Option<Compression>,
     target: &SchemaRef,
     max_bytes: u64,
@@ -401,17 +402,19 @@ fn decode_arrow_chunk(
         // An empty file holds no rows; the row-count check decides whether that is right.
         return Ok((Vec::new(), 0));
     }
-    let size = |raw: &[u8]| u64::try_from(raw.len()).unwrap_or(u64::MAX);
-    match compression {
-        Some(Compression::Lz4Frame) => {
-            let raw = decompress_lz4_frames_limited(bytes, max_bytes, what)?;
-            Ok((decode_ipc_stream(&raw, target, what)?, size(&raw)))
+    // The batches are decoded in place: their arrays are slices of this one buffer.
+    let raw = match compression {
+        Some(Compression::Lz4Frame) => decompress_lz4_frames_limited(&bytes, max_bytes, what)?,
+        None | Some(Compression::None) => bytes,
+        Some(Compression::Unknown(c)) => {
+            return Err(Error::Unsupported(format!("result compression {c}")));
         }
-        None | Some(Compression::None) => {
-            Ok((decode_ipc_stream(bytes, target, what)?, size(bytes)))
-        }
-        Some(Compression::Unknown(c)) => Err(Error::Unsupported(format!("result compression {c}"))),
-    }
+    };
+    let size = u64::try_from(raw.len()).unwrap_or(u64::MAX);
+    Ok((
+        decode_ipc_buffer(Buffer::from_vec(raw), target, what)?,
+        size,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -474,7 +477,7 @@ impl InlinePager {
                 .decode(attachment.trim())
                 .map_err(|e| Error::decode(&what, format!("attachment is not base64: {e}")))?;
             decode_arrow_chunk(
-                &bytes,
+                bytes,
                 &self.compression,
                 self.schema.arrow_schema(),
                 self.max_chunk_bytes,
@@ -784,8 +787,9 @@ impl DownloadJob {
                 }
             }
         };
+        let downloaded = bytes.len();
         let (batches, decoded) = decode_arrow_chunk(
-            &bytes,
+            bytes,
             &self.compression,
             &self.target,
             self.max_bytes,
@@ -794,7 +798,7 @@ impl DownloadJob {
         // The manifest's count, else the count of the link the file came from.
         let expected = self.chunk_rows.get(index).copied().flatten().or(link_rows);
         check_rows(&self.shared.statement_id, index, expected, &batches)?;
-        tracing::debug!(statement_id = %self.shared.statement_id, chunk = index, bytes = bytes.len(), decoded, "chunk downloaded");
+        tracing::debug!(statement_id = %self.shared.statement_id, chunk = index, bytes = downloaded, decoded, "chunk downloaded");
         Ok((batches, decoded))
     }
 
