@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dbfed_databricks::{Client, Error, Param, Session, StatementRequest};
+use dbfed_databricks::{Client, Error, Param, Session, StatementRequest, StatementState};
 
-use crate::driver::{CancelToken, Connection, Driver, Execution, PendingStatement, Submitted};
+use crate::driver::{
+    Backoff, CancelToken, Connection, Driver, Execution, PendingStatement, Submitted,
+};
 use crate::error::DriverError;
 
 /// Opens Databricks SQL sessions with a catalog, schema and session confs.
@@ -25,14 +27,15 @@ pub struct DatabricksDriver {
 
 impl DatabricksDriver {
     /// A driver whose sessions use the client config's catalog, schema and session confs.
-    /// Poll interval: 10 ms growing to 500 ms.
+    /// Poll interval (thread-per-query mode): 1 ms growing by half each poll to 500 ms, and
+    /// restarting from 1 ms when the statement leaves the warehouse's queue.
     pub fn new(client: Client) -> Self {
         let config = client.config();
         Self {
             catalog: config.catalog().map(str::to_owned),
             schema: config.schema().map(str::to_owned),
             session_confs: config.session_confs().clone(),
-            poll_interval: (Duration::from_millis(10), Duration::from_millis(500)),
+            poll_interval: (Duration::from_millis(1), Duration::from_millis(500)),
             statement_timeout: None,
             client,
         }
@@ -170,10 +173,9 @@ impl DatabricksConnection {
         let statement_id = response.id().to_owned();
         let span = tracing::debug_span!("statement", statement_id = %statement_id);
         let _enter = span.enter();
-        let (min, max) = self.poll_interval;
-        let mut interval = min;
+        let mut backoff = Backoff::new(self.poll_interval);
         while !response.is_terminal() {
-            if cancel.wait_timeout(interval) {
+            if cancel.wait_timeout(backoff.interval()) {
                 tracing::debug!("query canceled while the statement runs: canceling it");
                 if let Err(e) = self.client.cancel(&statement_id) {
                     tracing::warn!(error = %e, "canceling the statement failed");
@@ -184,7 +186,7 @@ impl DatabricksConnection {
                 return Err(e);
             }
             response = self.client.poll(&statement_id)?;
-            interval = (interval + interval / 2).min(max);
+            backoff.polled(*response.state() == StatementState::Running);
         }
         open_result(&self.client, response, statement_id)
     }
@@ -231,6 +233,8 @@ pub struct DatabricksPending {
     client: Client,
     statement_id: String,
     finished: Option<dbfed_databricks::StatementResponse>,
+    /// The last poll saw the statement RUNNING.
+    executing: bool,
     started: Instant,
     deadline: Option<Instant>,
 }
@@ -246,10 +250,15 @@ impl PendingStatement for DatabricksPending {
             return Err(classify(e));
         }
         let response = self.client.poll(&self.statement_id).map_err(classify)?;
+        self.executing = *response.state() == StatementState::Running;
         if response.is_terminal() {
             self.finished = Some(response);
         }
         Ok(self.finished.is_some())
+    }
+
+    fn executing(&self) -> bool {
+        self.executing
     }
 
     fn open(self: Box<Self>) -> Result<Execution, DriverError> {
@@ -314,6 +323,7 @@ impl Connection for DatabricksConnection {
             client: self.client.clone(),
             statement_id,
             finished: None,
+            executing: false,
             started,
             deadline: self.statement_timeout.map(|t| started + t),
         })))

@@ -82,6 +82,13 @@ pub trait PendingStatement: Send + fmt::Debug + 'static {
     fn statement_id(&self) -> Option<&str> {
         None
     }
+
+    /// Whether the last [`poll`](Self::poll) saw the statement executing (out of the server's
+    /// queue). The poller restarts its back-off when this turns true, so a statement that
+    /// queued for long is still noticed soon after it finishes. Default: `false` (no restart).
+    fn executing(&self) -> bool {
+        false
+    }
 }
 
 /// A running statement's result as returned by [`Connection::execute`]: a blocking
@@ -249,8 +256,65 @@ impl CancelToken {
     }
 }
 
+/// A statement's poll back-off: each interval is half as long again as the last, up to
+/// `max`, and it restarts from `min` the first time a poll sees the statement executing (out
+/// of the warehouse's queue), so a long queue wait does not delay noticing a short run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    min: Duration,
+    max: Duration,
+    interval: Duration,
+    executing: bool,
+}
+
+impl Backoff {
+    pub(crate) fn new((min, max): (Duration, Duration)) -> Self {
+        Self {
+            min,
+            max,
+            interval: min,
+            executing: false,
+        }
+    }
+
+    /// The wait before the next poll.
+    pub(crate) fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Records a poll that found the statement still running (`executing`: out of the queue).
+    pub(crate) fn polled(&mut self, executing: bool) {
+        self.interval = if executing && !self.executing {
+            self.executing = true;
+            self.min
+        } else {
+            (self.interval + self.interval / 2).min(self.max)
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::Backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_by_half_and_restarts_once_when_the_statement_executes() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new((ms(10), ms(40)));
+        let mut seen = vec![b.interval()];
+        for executing in [false, false, false, false, true, false, true, true] {
+            b.polled(executing);
+            seen.push(b.interval());
+        }
+        // 10, 15, 22.5, 33.75, capped at 40; restart to 10 when it leaves the queue (once).
+        let expected = [10.0, 15.0, 22.5, 33.75, 40.0, 10.0, 15.0, 22.5, 33.75];
+        let got: Vec<f64> = seen.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        for (g, e) in got.iter().zip(expected) {
+            assert!((g - e).abs() < 1e-6, "{got:?}");
+        }
+    }
+
     use super::*;
     use std::sync::atomic::AtomicUsize;
 

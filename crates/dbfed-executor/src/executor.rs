@@ -16,7 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::{CancelToken, Driver, Execution, PendingStatement, Submitted};
+use crate::driver::{Backoff, CancelToken, Driver, Execution, PendingStatement, Submitted};
 use crate::error::{ConfigError, DriverError, ExecutorError, Result};
 use crate::metrics::{Counters, MetricsSnapshot};
 use crate::pool::{Pool, PoolConfig, Pooled};
@@ -83,7 +83,7 @@ struct Polled {
     job: Job,
     pending: Box<dyn PendingStatement>,
     due: Instant,
-    interval: Duration,
+    backoff: Backoff,
 }
 
 struct State {
@@ -272,7 +272,9 @@ impl ExecutorBuilder {
     }
 
     /// Submit-and-poll mode: a statement is first polled after `min`, then at intervals growing
-    /// by half up to `max`. Default 10 ms to 250 ms.
+    /// by half up to `max`; the intervals restart from `min` when a poll first sees the statement
+    /// executing (out of the warehouse's queue, see [`PendingStatement::executing`]). Default
+    /// 10 ms to 250 ms.
     pub fn poll_interval(mut self, min: Duration, max: Duration) -> Self {
         self.poll_interval = (min, max);
         self
@@ -993,7 +995,7 @@ fn hand_to_poller(shared: &Shared, job: Job, pending: Box<dyn PendingStatement>)
         job.span.record("statement_id", id);
     }
     tracing::debug!("statement submitted: polling");
-    let interval = shared.config.poll_interval.0;
+    let backoff = Backoff::new(shared.config.poll_interval);
     let mut state = shared.state.lock();
     if state.shutdown {
         drop(state);
@@ -1009,8 +1011,8 @@ fn hand_to_poller(shared: &Shared, job: Job, pending: Box<dyn PendingStatement>)
     state.to_poll.push(Polled {
         job,
         pending,
-        due: Instant::now() + interval,
-        interval,
+        due: Instant::now() + backoff.interval(),
+        backoff,
     });
     shared.poller.notify_one();
 }
@@ -1026,7 +1028,6 @@ fn cancel_pending(mut pending: Box<dyn PendingStatement>) {
 /// The poller thread (submit-and-poll mode): polls every running statement when due, hands
 /// finished ones to the workers, cancels abandoned ones.
 fn poller(shared: &Shared) {
-    let (_, max) = shared.config.poll_interval;
     let counters = &shared.counters;
     let mut tracked: Vec<Polled> = Vec::new();
     loop {
@@ -1081,8 +1082,8 @@ fn poller(shared: &Shared) {
             let polled = catch_unwind(AssertUnwindSafe(|| p.pending.poll()));
             match polled {
                 Ok(Ok(false)) => {
-                    p.interval = (p.interval + p.interval / 2).min(max);
-                    p.due = Instant::now() + p.interval;
+                    p.backoff.polled(p.pending.executing());
+                    p.due = Instant::now() + p.backoff.interval();
                     still.push(p);
                 }
                 Ok(Ok(true)) => {
