@@ -55,6 +55,17 @@ pub struct ParameterRecord {
     pub type_text: Option<String>,
 }
 
+impl ParameterRecord {
+    /// Bytes of the parameter's name, value and type text.
+    pub fn text_bytes(&self) -> u64 {
+        [&self.name, &self.value, &self.type_text]
+            .into_iter()
+            .flatten()
+            .map(|t| t.len() as u64)
+            .sum()
+    }
+}
+
 /// Everything the emulator knows about one statement.
 #[derive(Clone, Debug, Serialize)]
 pub struct StatementRecord {
@@ -64,6 +75,9 @@ pub struct StatementRecord {
     pub sql: String,
     /// Parameters as received.
     pub parameters: Vec<ParameterRecord>,
+    /// What the client sent to describe the statement: the bytes of its SQL text plus the
+    /// names, values and types of its parameters (the JSON framing is not counted).
+    pub request_bytes: u64,
     /// Current state.
     pub state: StatementState,
     /// `warehouse_id` of the request.

@@ -231,6 +231,13 @@ impl Statement {
             id: self.id.clone(),
             sql: self.spec.sql.clone(),
             parameters: self.spec.parameters.clone(),
+            request_bytes: self.spec.sql.len() as u64
+                + self
+                    .spec
+                    .parameters
+                    .iter()
+                    .map(ParameterRecord::text_bytes)
+                    .sum::<u64>(),
             state: s.state,
             warehouse_id: self.spec.warehouse_id.clone(),
             session_id: self.spec.session_id.clone(),

@@ -140,6 +140,9 @@ async fn parameters_are_received() {
     assert_eq!(record.parameters[0].value.as_deref(), Some("42"));
     assert_eq!(record.parameters[0].type_text.as_deref(), Some("INT"));
     assert_eq!(record.parameters[1].value, None);
+    // SQL text + "id" "42" "INT" + "name".
+    let expected = "SELECT :id AS id, :name AS name".len() + 2 + 2 + 3 + 4;
+    assert_eq!(record.request_bytes, expected as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
