@@ -1,6 +1,7 @@
 //! Runs a statement on the engine: queue slot, latency, the query stream cut into encoded chunks,
 //! cancellation (dropping the stream stops the DataFusion query).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch};
@@ -202,6 +203,9 @@ async fn execute(shared: &Shared, statement: &Statement, fail_after: Option<Fail
         pending: Vec::new(),
         pending_rows: 0,
         pending_bytes: 0,
+        encoding: VecDeque::new(),
+        max_encoding: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cut: 0,
         chunks: Vec::new(),
         rows: 0,
         fail_after,
@@ -262,7 +266,7 @@ async fn execute(shared: &Shared, statement: &Statement, fail_after: Option<Fail
     // Stop the query as soon as the rows are in.
     drop(stream);
     statement.status.send_modify(|s| s.engine_active = false);
-    if let Err(e) = chunker.flush().await {
+    if let Err(e) = chunker.finish().await {
         return Outcome::Failed(e);
     }
     if let Some(fail) = &chunker.fail_after {
@@ -295,8 +299,16 @@ fn row_bytes(batch: &RecordBatch) -> usize {
     (bytes / rows).max(1)
 }
 
+/// A chunk being encoded on a blocking thread: its first row, its row count, the task.
+type Encoding = (
+    u64,
+    u64,
+    tokio::task::JoinHandle<Result<format::Encoded, format::EncodeError>>,
+);
+
 /// Cuts batches into chunks of at most `chunk_rows` rows / about `chunk_bytes` bytes and encodes
-/// them off the async threads.
+/// them off the async threads, up to `max_encoding` chunks at once (a warehouse compresses its
+/// result files in parallel), while the query goes on producing rows.
 struct Chunker {
     schema: SchemaRef,
     options: EncodeOptions,
@@ -305,6 +317,12 @@ struct Chunker {
     pending: Vec<RecordBatch>,
     pending_rows: usize,
     pending_bytes: usize,
+    /// Chunks being encoded, in order.
+    encoding: VecDeque<Encoding>,
+    max_encoding: usize,
+    /// Chunks cut so far (encoded or not).
+    cut: usize,
+    /// Encoded chunks, in order.
     chunks: Vec<Chunk>,
     rows: u64,
     fail_after: Option<FailAfter>,
@@ -338,12 +356,13 @@ impl Chunker {
         Ok(())
     }
 
+    /// Cuts the pending rows into a chunk and starts encoding it.
     async fn flush(&mut self) -> Result<(), SqlError> {
         if self.pending_rows == 0 {
             return Ok(());
         }
         if let Some(fail) = &self.fail_after
-            && self.chunks.len() >= fail.chunks
+            && self.cut >= fail.chunks
         {
             return Err(fail.error.clone());
         }
@@ -353,18 +372,41 @@ impl Chunker {
         self.pending_bytes = 0;
         let schema = self.schema.clone();
         let options = self.options;
-        let encoded =
-            tokio::task::spawn_blocking(move || format::encode_chunk(&schema, &batches, options))
-                .await
-                .map_err(|e| internal(format!("encoding a result chunk panicked: {e}")))?
-                .map_err(|e| internal(format!("encoding a result chunk failed: {e}")))?;
+        let task =
+            tokio::task::spawn_blocking(move || format::encode_chunk(&schema, &batches, options));
+        self.encoding.push_back((self.rows, rows, task));
+        self.rows += rows;
+        self.cut += 1;
+        while self.encoding.len() > self.max_encoding {
+            self.collect_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest chunk being encoded.
+    async fn collect_one(&mut self) -> Result<(), SqlError> {
+        let Some((row_offset, row_count, task)) = self.encoding.pop_front() else {
+            return Ok(());
+        };
+        let encoded = task
+            .await
+            .map_err(|e| internal(format!("encoding a result chunk panicked: {e}")))?
+            .map_err(|e| internal(format!("encoding a result chunk failed: {e}")))?;
         self.chunks.push(Chunk {
-            row_offset: self.rows,
-            row_count: rows,
+            row_offset,
+            row_count,
             byte_count: encoded.byte_count,
             body: encoded.body,
         });
-        self.rows += rows;
+        Ok(())
+    }
+
+    /// Cuts the last chunk and waits until every chunk is encoded.
+    async fn finish(&mut self) -> Result<(), SqlError> {
+        self.flush().await?;
+        while !self.encoding.is_empty() {
+            self.collect_one().await?;
+        }
         Ok(())
     }
 }
