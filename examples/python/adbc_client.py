@@ -1,12 +1,14 @@
 """Query dbfed's Flight SQL server with ADBC, the Arrow-native database API.
 
+    dbfed serve --emulator --table sales_targets=examples/python/sales_targets.csv
     pip install adbc-driver-flightsql pyarrow
     python examples/python/adbc_client.py grpc://127.0.0.1:PORT
 
-The URI is the `listening on grpc://...` line of `cargo run -p dbfed-examples --example
-flight_server` (or of `dbfed serve`). The query joins Databricks tables (`samples.tpch`) with
-`sales_targets`, a local Parquet file registered on the server: the server federates, pushing
-the Databricks part to the warehouse. The result arrives as Arrow, never as Python rows.
+The URI is the `listening on grpc://...` first line of `dbfed serve` (`scripts/test` runs it
+just so; `cargo run -p dbfed-examples --example flight_server` serves the same tables). The
+query joins Databricks tables (`samples.tpch`) with `sales_targets`, a local file registered on
+the server: the server federates, pushing the Databricks part to the warehouse. The result
+arrives as Arrow, never as Python rows.
 """
 
 import sys

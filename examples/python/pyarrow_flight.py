@@ -1,7 +1,11 @@
 """Query dbfed's Flight SQL server with plain pyarrow.flight (no Flight SQL library).
 
+    dbfed serve --emulator --table sales_targets=examples/python/sales_targets.csv
     pip install pyarrow
     python examples/python/pyarrow_flight.py grpc://127.0.0.1:PORT
+
+The URI is the `listening on grpc://...` first line of `dbfed serve` (or of `cargo run -p
+dbfed-examples --example flight_server`, which serves the same tables).
 
 Flight SQL is Flight with protobuf commands: GetFlightInfo on a descriptor holding a
 `CommandStatementQuery` plans the query and returns its schema and endpoints; DoGet on each

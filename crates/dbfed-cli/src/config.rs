@@ -386,7 +386,9 @@ pub struct ServerSection {
     /// serve behind one load balancer). At least 32 bytes.
     #[serde(default, deserialize_with = "opt_ticket_secret")]
     pub ticket_secret: Option<Secret>,
-    /// Pass DML/DDL through to the warehouse (default false: a read-only endpoint).
+    /// Allow INSERT/UPDATE/DELETE/CREATE on the server's local in-memory tables only; such
+    /// statements never reach the warehouse or the server's files (default false: a read-only
+    /// endpoint).
     #[serde(default)]
     pub allow_writes: bool,
 }
@@ -426,6 +428,9 @@ pub struct TableSource {
     pub path: PathBuf,
     /// Its format.
     pub format: TableFormat,
+    /// Where it was declared, for error messages: `tables.NAME` with the file, line and
+    /// column; `None` for `--table` flags.
+    pub declared_at: Option<String>,
 }
 
 /// Formats of local tables.
@@ -455,7 +460,11 @@ impl TableSource {
                 ));
             }
         };
-        Ok(Self { path, format })
+        Ok(Self {
+            path,
+            format,
+            declared_at: None,
+        })
     }
 }
 
@@ -595,8 +604,9 @@ impl Config {
                 message,
             };
             check_table_name(&name).map_err(invalid)?;
-            let source =
+            let mut source =
                 TableSource::from_path(resolve(Path::new(value.get_ref()))).map_err(invalid)?;
+            source.declared_at = Some(format!("`tables.{name}` at {}", locate(value.span().start)));
             tables.insert(name, source);
         }
         let mut server = contents.server;

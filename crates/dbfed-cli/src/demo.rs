@@ -138,6 +138,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         TableSource {
             path: targets.clone(),
             format: TableFormat::Parquet,
+            declared_at: None,
         },
     );
     let compute_context = crate::serve::compute_context(&config);
@@ -219,7 +220,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         ],
     )?;
     let statement_id = stream.statement_id().to_owned();
-    write_results(stream, OutputFormat::Table, open_output(None)?)?;
+    let (out, _stdout) = open_output(None)?;
+    write_results(stream, OutputFormat::Table, out)?;
     if let Some(record) = emulator.statements().iter().find(|r| r.id == statement_id) {
         println!(
             "statement {} {} in {:.0?}: {} rows, {} chunk(s), {} as {} {} ({})",
@@ -257,23 +259,27 @@ pub fn run(args: DemoArgs) -> Result<()> {
     println!("  Flight SQL: {flight_url}   (tables: samples.tpch.*, targets)");
     println!("  Python (pip install adbc-driver-flightsql pyarrow):");
     println!("    import adbc_driver_flightsql.dbapi as flightsql");
-    println!("    with flightsql.connect(\"{flight_url}\") as conn, conn.cursor() as cur:");
+    println!(
+        "    with flightsql.connect(\"{flight_url}\", autocommit=True) as conn, conn.cursor() as cur:"
+    );
     println!("        cur.execute(\"SELECT * FROM targets\"); print(cur.fetch_arrow_table())");
-    println!("  The warehouse emulator's REST API:");
-    println!(
-        "    DATABRICKS_HOST={} DATABRICKS_TOKEN={DEMO_TOKEN} \\",
-        emulator.url()
-    );
-    println!(
-        "    DATABRICKS_WAREHOUSE_ID={DEMO_WAREHOUSE} dbfed query \"SELECT * FROM samples.tpch.region\""
-    );
-    std::io::stdout().flush().ok();
-    if !args.once {
-        println!("\nserving until Ctrl-C");
+    if args.once {
         std::io::stdout().flush().ok();
-        runtime
-            .block_on(tokio::signal::ctrl_c())
-            .context("cannot listen for Ctrl-C")?;
+    } else {
+        // The emulator lives only as long as the demo serves: the hint is for that case.
+        println!("  The warehouse emulator's REST API:");
+        println!(
+            "    DATABRICKS_HOST={} DATABRICKS_TOKEN={DEMO_TOKEN} \\",
+            emulator.url()
+        );
+        println!(
+            "    DATABRICKS_WAREHOUSE_ID={DEMO_WAREHOUSE} dbfed query \"SELECT * FROM samples.tpch.region\""
+        );
+        let mut signals = runtime.block_on(async { crate::signals::StopSignals::install() })?;
+        println!("\nserving until Ctrl-C or SIGTERM");
+        std::io::stdout().flush().ok();
+        let stop = runtime.block_on(signals.recv())?;
+        eprintln!("shutting down ({})", crate::serve::stop_name(stop));
     }
     runtime.block_on(server.shutdown());
     let _ = std::thread::spawn(move || executor.shutdown()).join();

@@ -131,7 +131,7 @@ impl EmulatorArgs {
     }
 }
 
-/// Runs the emulator until Ctrl-C. The first line on stdout is `listening on <url>`.
+/// Runs the emulator until Ctrl-C or SIGTERM. The first line on stdout is `listening on <url>`.
 pub fn run(args: EmulatorArgs) -> Result<()> {
     let builder = args.builder()?;
     let faults = args
@@ -152,12 +152,11 @@ pub fn run(args: EmulatorArgs) -> Result<()> {
         for fault in faults {
             handle.faults().inject(fault);
         }
+        let mut signals = crate::signals::StopSignals::install()?;
         println!("listening on {}", handle.url());
         std::io::stdout().flush().ok();
-        tokio::signal::ctrl_c()
-            .await
-            .context("cannot listen for Ctrl-C")?;
-        eprintln!("shutting down");
+        let stop = signals.recv().await?;
+        eprintln!("shutting down ({})", crate::serve::stop_name(stop));
         handle.shutdown().await;
         Ok(())
     })

@@ -39,7 +39,13 @@ pub async fn register_local_table(
 ) -> Result<()> {
     let path = &source.path;
     if !path.is_file() {
-        bail!("local table {name}: {} does not exist", path.display());
+        match &source.declared_at {
+            Some(declared_at) => bail!(
+                "local table {name} ({declared_at}): {} does not exist",
+                path.display()
+            ),
+            None => bail!("local table {name}: {} does not exist", path.display()),
+        }
     }
     let location = path
         .to_str()

@@ -9,6 +9,7 @@ mod faults;
 mod output;
 mod query;
 mod serve;
+mod signals;
 mod workspace;
 
 use anyhow::Result;
@@ -59,10 +60,28 @@ fn main() -> std::process::ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_message(&error));
             std::process::ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, each said once: a cause whose text the message
+/// already holds (many errors repeat their source in their own text) is skipped.
+fn error_message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || message.contains(text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(text);
+    }
+    message
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: warnings only).
@@ -73,4 +92,27 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("driver error: {source}")]
+    struct Wrapping {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let inner = std::io::Error::other("403 Invalid access token.");
+        let error = anyhow::Error::new(Wrapping { source: inner }).context("cannot run the query");
+        assert_eq!(
+            error_message(&error),
+            "cannot run the query: driver error: 403 Invalid access token."
+        );
+        let plain = anyhow::anyhow!("reading the result").context("writing CSV");
+        assert_eq!(error_message(&plain), "writing CSV: reading the result");
+    }
 }

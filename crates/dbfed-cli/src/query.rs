@@ -25,10 +25,14 @@ use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::config::{TableSource, parse_table_flag};
 use crate::output::{OutputFormat, ResultWriter, open_output};
+use crate::signals::Stop;
 use crate::workspace::{Target, WorkspaceArgs};
 
-/// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
-pub const EXIT_INTERRUPTED: u8 = 130;
+/// How the statement ended: it ran to the end (or failed), or a signal stopped it.
+enum Finished<T> {
+    Done(Result<T>),
+    Stopped(Stop),
+}
 
 /// Flags of `dbfed query`.
 #[derive(Debug, Args)]
@@ -40,7 +44,8 @@ pub struct QueryArgs {
     #[arg(short, long)]
     pub file: Option<PathBuf>,
     /// A parameter for a `:name` marker: `name=value` (STRING) or `name:TYPE=value`
-    /// (e.g. `region=ASIA`, `day:DATE=1995-01-01`). Repeatable.
+    /// (e.g. `region=ASIA`, `day:DATE=1995-01-01`). Repeatable. Not with local tables or
+    /// --explain.
     #[arg(short, long = "param")]
     pub params: Vec<String>,
     /// A local table: `name=path.parquet` or `name=path.csv` (repeatable; adds to `[tables]`).
@@ -49,9 +54,13 @@ pub struct QueryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
-    /// Write the result to this file instead of stdout.
+    /// Write the result to this file instead of stdout (it appears only once complete).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Rows the `table` format shows; the rest are counted, not kept (0: show every row, which
+    /// holds the whole result in memory). Other formats write every row.
+    #[arg(long, value_name = "N", default_value_t = crate::output::DEFAULT_MAX_TABLE_ROWS)]
+    pub max_rows: usize,
     /// Fetch results as INLINE JSON_ARRAY instead of LZ4 Arrow external links.
     #[arg(long)]
     pub inline: bool,
@@ -107,7 +116,8 @@ struct Counters {
     batches: AtomicU64,
 }
 
-/// Runs `dbfed query`; exit code 130 when interrupted by Ctrl-C.
+/// Runs `dbfed query`; exit code 130 after Ctrl-C, 143 after SIGTERM (the statement is canceled
+/// on the warehouse and no partial output file is left).
 pub fn run(args: QueryArgs) -> Result<ExitCode> {
     let sql = match (&args.sql, &args.file) {
         (Some(sql), _) => sql.clone(),
@@ -161,6 +171,7 @@ pub fn run(args: QueryArgs) -> Result<ExitCode> {
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     let outcome = runtime.block_on(async {
+        let mut signals = crate::signals::StopSignals::install()?;
         let work = execute(
             &args,
             &sql,
@@ -172,16 +183,11 @@ pub fn run(args: QueryArgs) -> Result<ExitCode> {
         );
         let progress = progress_line(show_progress, &executor, counters.clone(), started);
         tokio::select! {
-            result = work => Some(result),
-            () = progress => None,
-            signal = tokio::signal::ctrl_c() => {
-                if let Err(e) = signal {
-                    tracing::warn!("cannot listen for Ctrl-C: {e}");
-                }
-                None
-            }
+            result = work => Ok(Finished::Done(result)),
+            () = progress => Ok(Finished::Stopped(Stop::Interrupt)),
+            signal = signals.recv() => signal.map(Finished::Stopped),
         }
-    });
+    })?;
     if show_progress {
         // Clear the progress line.
         eprint!("\r\x1b[2K");
@@ -192,7 +198,7 @@ pub fn run(args: QueryArgs) -> Result<ExitCode> {
     drop(runtime);
     drop(target);
     match outcome {
-        Some(Ok(summary)) => {
+        Finished::Done(Ok(summary)) => {
             if let Some(summary) = summary
                 && (args.output.is_some() || args.format != OutputFormat::Table)
             {
@@ -205,10 +211,10 @@ pub fn run(args: QueryArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Some(Err(error)) => Err(error),
-        None => {
+        Finished::Done(Err(error)) => Err(error),
+        Finished::Stopped(stop) => {
             eprintln!("canceled: the statement was canceled on the warehouse");
-            Ok(ExitCode::from(EXIT_INTERRUPTED))
+            Ok(ExitCode::from(stop.exit_code()))
         }
     }
 }
@@ -250,9 +256,11 @@ async fn execute(
                 .context("explaining the statement")?;
             let text =
                 arrow::util::pretty::pretty_format_batches(&plan).context("formatting the plan")?;
-            let mut out = open_output(args.output.as_deref())?;
+            let (mut out, destination) = open_output(args.output.as_deref())?;
             writeln!(out, "{text}")?;
             out.flush()?;
+            drop(out);
+            destination.commit()?;
             return Ok(None);
         }
         let stream = df
@@ -262,8 +270,10 @@ async fn execute(
         let schema = stream.schema();
         (schema, Box::pin(stream.map_err(anyhow::Error::from)))
     };
-    let out = open_output(args.output.as_deref())?;
-    let mut writer = ResultWriter::new(args.format, schema, out)?;
+    // Dropped without a commit (an error, Ctrl-C), the destination removes its partial file.
+    let (out, destination) = open_output(args.output.as_deref())?;
+    let max_rows = (args.max_rows > 0).then_some(args.max_rows);
+    let mut writer = ResultWriter::new(args.format, schema, out)?.max_table_rows(max_rows);
     let mut stream = stream;
     while let Some(batch) = stream.next().await {
         let batch = batch.context("reading the result")?;
@@ -276,7 +286,9 @@ async fn execute(
         counters.batches.fetch_add(1, Ordering::Relaxed);
         writer.write(batch)?;
     }
-    Ok(Some(writer.finish()?))
+    let summary = writer.finish()?;
+    destination.commit()?;
+    Ok(Some(summary))
 }
 
 /// Redraws the progress line on stderr until dropped (never completes).

@@ -34,7 +34,8 @@ pub struct ServeArgs {
     pub workspace: WorkspaceArgs,
 }
 
-/// Runs `dbfed serve` until Ctrl-C.
+/// Runs `dbfed serve` until Ctrl-C or SIGTERM; both stop it cleanly (exit code 0): the
+/// server stops, and statements still running on the warehouse are canceled.
 pub fn run(args: ServeArgs) -> Result<()> {
     let target = Target::resolve(&args.workspace)?;
     let mut tables = target.config.tables.clone();
@@ -66,12 +67,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     runtime.block_on(async {
         let server = start(&target, &tables, listen, executor).await?;
+        // Installed before the address is printed: a SIGTERM sent right after is not lost.
+        let mut signals = crate::signals::StopSignals::install()?;
         println!("listening on {}", server.handle.url());
         std::io::stdout().flush().ok();
-        tokio::signal::ctrl_c()
-            .await
-            .context("cannot listen for Ctrl-C")?;
-        eprintln!("shutting down");
+        let stop = signals.recv().await?;
+        eprintln!("shutting down ({})", stop_name(stop));
         server.handle.shutdown().await;
         if let Some(executor) = server.executor {
             // Cancels what still runs on the warehouse and joins the workers.
@@ -81,6 +82,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
     })?;
     drop(target);
     Ok(())
+}
+
+/// How the shutdown line names a stop signal.
+pub fn stop_name(stop: crate::signals::Stop) -> &'static str {
+    match stop {
+        crate::signals::Stop::Interrupt => "Ctrl-C",
+        crate::signals::Stop::Terminate => "SIGTERM",
+    }
 }
 
 /// A running Flight SQL server and the executor behind it.

@@ -46,6 +46,15 @@ impl Target {
             config.emulator.clone()
         };
         if let Some(section) = emulator_section {
+            let chosen_by = if args.emulator {
+                "--emulator".to_owned()
+            } else {
+                match config.path() {
+                    Some(path) => format!("`emulator` in {}", path.display()),
+                    None => "`emulator`".to_owned(),
+                }
+            };
+            reject_workspace_flags(&args.databricks, &chosen_by)?;
             let (emulator, builder) = start_emulator(&section)?;
             let mut builder = builder;
             if let Some(catalog) = &args.databricks.catalog {
@@ -85,6 +94,28 @@ impl Target {
         }
         builder
     }
+}
+
+/// With the embedded emulator as the warehouse, flags naming another workspace would be
+/// ignored: refuse them instead, naming both sides.
+fn reject_workspace_flags(flags: &DatabricksFlags, chosen_by: &str) -> Result<()> {
+    let given: Vec<&str> = [
+        ("--host", flags.host.is_some()),
+        ("--warehouse", flags.warehouse.is_some()),
+        ("--profile", flags.profile.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, set)| set.then_some(flag))
+    .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} cannot be used with {chosen_by}: the embedded emulator is the warehouse \
+         (drop {}, or drop {chosen_by} to query a workspace)",
+        given.join(", "),
+        if given.len() == 1 { "it" } else { "them" }
+    )
 }
 
 /// Starts the embedded emulator described by `section`, accepting [`crate::demo::DEMO_TOKEN`].

@@ -45,9 +45,12 @@ fn demo_once_runs_the_showcase_and_exits() {
     assert!(out.contains("rows in"), "{out}");
     // How to connect.
     assert!(
-        out.contains(&format!("flightsql.connect(\"{url}\")")),
+        out.contains(&format!("flightsql.connect(\"{url}\", autocommit=True)")),
         "{out}"
     );
+    // The emulator is gone once `--once` returns: no hint pointing at it.
+    assert!(!out.contains("DATABRICKS_HOST="), "{out}");
+    assert!(!out.contains("serving until"), "{out}");
 }
 
 #[test]

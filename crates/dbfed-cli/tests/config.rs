@@ -1,6 +1,6 @@
 //! Configuration errors as the user sees them: the key, the file, the line.
 
-use crate::support::{dbfed, run, stderr, write_config};
+use crate::support::{dbfed, run, stderr, stdout, write_config};
 
 fn query_with(home: &std::path::Path, text: &str) -> String {
     let config = write_config(home, text);
@@ -50,4 +50,69 @@ fn a_missing_config_file_is_named() {
     let output = run(dbfed(home.path()).args(["query", "--config", "nope.toml", "SELECT 1"]));
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("nope.toml"), "{}", stderr(&output));
+}
+
+#[test]
+fn workspace_flags_are_refused_with_the_emulator() {
+    let home = tempfile::tempdir().expect("temp home");
+    for (flag, value) in [
+        ("--host", "https://adb-1.azuredatabricks.net"),
+        ("--warehouse", "abc123"),
+        ("--profile", "dev"),
+    ] {
+        let output = run(dbfed(home.path()).args(["query", "--emulator", flag, value, "SELECT 1"]));
+        assert_eq!(output.status.code(), Some(1), "{flag}: {}", stderr(&output));
+        let err = stderr(&output);
+        assert!(
+            err.contains(&format!("{flag} cannot be used with --emulator")),
+            "{flag}: {err}"
+        );
+    }
+    // The emulator chosen by the file: the message names the file.
+    let config = write_config(home.path(), "emulator = true\n");
+    let output = run(dbfed(home.path()).args([
+        "query",
+        "--config",
+        &config,
+        "--host",
+        "https://h",
+        "SELECT 1",
+    ]));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("--host cannot be used with `emulator` in"),
+        "{err}"
+    );
+    assert!(err.contains("dbfed.toml"), "{err}");
+    // --catalog and --schema still apply to the emulator.
+    let output = run(dbfed(home.path()).args([
+        "query",
+        "--emulator",
+        "--catalog",
+        "samples",
+        "--schema",
+        "tpch",
+        "--format",
+        "csv",
+        "SELECT COUNT(*) AS n FROM region",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "n\n5\n");
+}
+
+#[test]
+fn a_missing_table_file_names_the_key_and_the_config_file() {
+    let home = tempfile::tempdir().expect("temp home");
+    let config = write_config(
+        home.path(),
+        "emulator = true\n[tables]\ntargets = \"gone/targets.parquet\"\n",
+    );
+    let output = run(dbfed(home.path()).args(["query", "--config", &config, "SELECT 1"]));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("`tables.targets`"), "{err}");
+    assert!(err.contains("dbfed.toml:3:11"), "{err}");
+    assert!(err.contains("gone/targets.parquet"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
 }

@@ -258,3 +258,240 @@ fn ctrl_c_cancels_the_statement_on_the_warehouse() {
         all.len() == 1 && all[0]["state"] == "CANCELED"
     });
 }
+
+#[test]
+fn explain_shows_the_sql_pushed_to_the_warehouse() {
+    let home = tempfile::tempdir().expect("temp home");
+    let targets = home.path().join("targets.csv");
+    std::fs::write(&targets, "nation,target\nCHINA,100\nJAPAN,250\n").expect("csv");
+    let output = run(dbfed(home.path()).args([
+        "query",
+        "--emulator",
+        "--table",
+        &format!("targets={}", targets.display()),
+        "--explain",
+        "SELECT n.n_name, t.target FROM samples.tpch.nation n \
+         JOIN targets t ON t.nation = n.n_name WHERE n.n_regionkey = 2",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan = stdout(&output);
+    let pushed = plan
+        .lines()
+        .find(|l| l.contains("VirtualExecutionPlan"))
+        .unwrap_or_else(|| panic!("a pushed-down scan in the plan:\n{plan}"));
+    let sql = pushed
+        .split_once("base_sql=")
+        .map(|(_, sql)| sql.trim().trim_end_matches('|').trim())
+        .unwrap_or_else(|| panic!("the SQL sent to the warehouse: {pushed}"));
+    assert!(sql.starts_with("SELECT "), "{sql}");
+    assert!(sql.contains("FROM `samples`.`tpch`.`nation`"), "{sql}");
+    assert!(
+        sql.contains("`n_regionkey` = 2"),
+        "the filter is pushed: {sql}"
+    );
+    assert!(
+        !sql.contains("targets"),
+        "the local table stays local: {sql}"
+    );
+    // The join with the local file runs locally, over the pushed scan.
+    assert!(plan.contains("HashJoinExec"), "{plan}");
+    assert!(plan.contains("targets.csv"), "{plan}");
+}
+
+/// The data rows of a pretty table (`| ... |` lines after the header).
+fn table_rows(text: &str) -> usize {
+    text.lines()
+        .filter(|l| l.starts_with('|'))
+        .count()
+        .saturating_sub(1)
+}
+
+#[test]
+fn the_table_format_shows_the_first_rows_and_counts_the_rest() {
+    let home = tempfile::tempdir().expect("temp home");
+    let emulator = start_emulator(home.path(), &["--chunk-rows", "4000"]);
+    // samples.tpch.orders has 15 000 rows at scale 0.01.
+    let output =
+        run(query_command(home.path(), &emulator).arg("SELECT * FROM samples.tpch.orders"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert_eq!(table_rows(&out), 1000, "the default cap");
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.starts_with("… 14000 more rows"), "{last}");
+    assert!(
+        last.contains("--format") && last.contains("--output"),
+        "{last}"
+    );
+
+    let output = run(query_command(home.path(), &emulator).args([
+        "SELECT r_name FROM samples.tpch.region ORDER BY r_regionkey",
+        "--max-rows",
+        "2",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert_eq!(table_rows(&out), 2, "{out}");
+    assert!(
+        out.contains("| AFRICA") && out.contains("| AMERICA"),
+        "{out}"
+    );
+    assert!(!out.contains("ASIA"), "{out}");
+    assert!(out.contains("… 3 more rows"), "{out}");
+
+    let output = run(query_command(home.path(), &emulator).args([
+        "SELECT * FROM samples.tpch.orders",
+        "--max-rows",
+        "0",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert_eq!(table_rows(&out), 15_000, "0 shows every row");
+    assert!(!out.contains("more row"), "nothing left to count");
+}
+
+/// Names in `dir`, sorted.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_failure_mid_stream_leaves_no_partial_file() {
+    let home = tempfile::tempdir().expect("temp home");
+    // The first chunk arrives, every later chunk request fails.
+    let emulator = start_emulator(
+        home.path(),
+        &["--chunk-rows", "1000", "--fault", "chunk:400"],
+    );
+    let out_dir = home.path().join("out");
+    std::fs::create_dir(&out_dir).expect("out dir");
+    let fresh = out_dir.join("orders.parquet");
+    let existing = out_dir.join("previous.csv");
+    std::fs::write(&existing, "keep,me\n").expect("an earlier result");
+    for (format, file) in [("parquet", &fresh), ("csv", &existing)] {
+        let output = run(query_command(home.path(), &emulator).args([
+            "SELECT * FROM samples.tpch.orders",
+            "--format",
+            format,
+            "--output",
+            file.to_str().expect("utf-8"),
+        ]));
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{format}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("injected fault"),
+            "{}",
+            stderr(&output)
+        );
+    }
+    assert_eq!(
+        listing(&out_dir),
+        vec!["previous.csv"],
+        "no partial or temporary file remains"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&existing).expect("read"),
+        "keep,me\n",
+        "a failed query leaves an existing file alone"
+    );
+
+    // The same query without the fault replaces the file whole.
+    let healthy = start_emulator(home.path(), &[]);
+    let output = run(query_command(home.path(), &healthy).args([
+        "SELECT * FROM samples.tpch.orders",
+        "--format",
+        "csv",
+        "--output",
+        existing.to_str().expect("utf-8"),
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&existing).expect("read");
+    assert_eq!(text.lines().count(), 15_001, "header and every row");
+    assert_eq!(listing(&out_dir), vec!["previous.csv"]);
+}
+
+#[test]
+fn a_rejected_token_is_reported_once() {
+    let home = tempfile::tempdir().expect("temp home");
+    let emulator = start_emulator(home.path(), &[]);
+    let output = run(query_command(home.path(), &emulator)
+        .env("DATABRICKS_TOKEN", "dapi-wrong")
+        .arg("SELECT 1"));
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert_eq!(err.matches("Invalid access token").count(), 1, "{err}");
+    assert_eq!(err.matches("driver error").count(), 1, "{err}");
+    assert!(err.contains("403"), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        !err.contains("dapi-wrong"),
+        "the token is never printed: {err}"
+    );
+}
+
+#[test]
+fn the_statement_can_come_from_a_file() {
+    let home = tempfile::tempdir().expect("temp home");
+    let emulator = start_emulator(home.path(), &[]);
+    let sql = home.path().join("report.sql");
+    std::fs::write(
+        &sql,
+        "-- regions of the world\nSELECT r_name\nFROM samples.tpch.region\nWHERE r_regionkey >= :k\nORDER BY r_regionkey\n",
+    )
+    .expect("sql file");
+    let output = run(query_command(home.path(), &emulator).args([
+        "-f",
+        sql.to_str().expect("utf-8"),
+        "--param",
+        "k:INT=3",
+        "--format",
+        "csv",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "r_name\nEUROPE\nMIDDLE EAST\n");
+
+    let missing = run(query_command(home.path(), &emulator).args(["--file", "absent.sql"]));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("absent.sql"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn a_profile_of_databrickscfg_names_the_workspace() {
+    let home = tempfile::tempdir().expect("temp home");
+    let emulator = start_emulator(home.path(), &[]);
+    std::fs::write(
+        home.path().join(".databrickscfg"),
+        format!(
+            "[DEFAULT]\nhost = http://127.0.0.1:9\ntoken = dapi-default\n\n\
+             [dev]\nhost = {}\ntoken = dapi-cli-test\nwarehouse_id = w\n",
+            emulator.url
+        ),
+    )
+    .expect("databrickscfg");
+    let output = run(dbfed(home.path()).args([
+        "query",
+        "--profile",
+        "dev",
+        "--format",
+        "csv",
+        "SELECT COUNT(*) AS n FROM samples.tpch.region",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "n\n5\n");
+
+    let unknown = run(dbfed(home.path()).args(["query", "--profile", "nope", "SELECT 1"]));
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("nope"), "{}", stderr(&unknown));
+}

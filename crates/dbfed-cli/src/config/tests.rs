@@ -96,12 +96,21 @@ people = "/data/people.csv"
     assert_eq!(tls.key, PathBuf::from("/abs/server.key"));
     assert_eq!(config.server.auth.users["alice"].expose(), "pw-a");
     assert_eq!(config.server.auth.tokens.len(), 2);
+    let targets = &config.tables["targets"];
     assert_eq!(
-        config.tables["targets"],
-        TableSource {
-            path: PathBuf::from("/etc/dbfed/data/targets.parquet"),
-            format: TableFormat::Parquet
-        }
+        (&targets.path, targets.format),
+        (
+            &PathBuf::from("/etc/dbfed/data/targets.parquet"),
+            TableFormat::Parquet
+        )
+    );
+    let declared = targets
+        .declared_at
+        .as_deref()
+        .expect("declared in the file");
+    assert!(
+        declared.starts_with("`tables.targets` at /etc/dbfed/dbfed.toml:"),
+        "{declared}"
     );
     assert_eq!(config.tables["people"].format, TableFormat::Csv);
 }
