@@ -797,3 +797,33 @@ fn shutdown_with_a_paused_consumer_returns_and_releases_the_statement() {
     assert!(record.state.is_terminal(), "{:?}", record.state);
     assert!(no_statement_running(&emulator));
 }
+
+#[test]
+fn metrics_count_the_bytes_received_from_the_warehouse() {
+    let (emulator, client) = small_chunks_one_ahead(20_000);
+    let rt = runtime();
+    let executor = executor(client).threads(1).build().expect("valid");
+    assert_eq!(executor.metrics().bytes_received, 0);
+    let rows = rt.block_on(async {
+        let stream = executor
+            .query("SELECT * FROM samples.tpch.lineitem LIMIT 20000", &[])
+            .await
+            .expect("query starts");
+        let batches: Vec<RecordBatch> = stream.try_collect().await.expect("query ends");
+        batches.iter().map(|b| b.num_rows()).sum::<usize>()
+    });
+    assert_eq!(rows, 20_000);
+    let served: u64 = emulator
+        .statements()
+        .iter()
+        .filter(|r| r.sql.contains("lineitem"))
+        .map(|r| r.bytes_served)
+        .sum();
+    let received = executor.metrics().bytes_received;
+    // Every chunk downloaded, plus the API's JSON answers (session, submit, polls, links).
+    assert!(served > 100_000, "{served}");
+    assert!(
+        received >= served && received < served + 1_000_000,
+        "received {received}, the warehouse served {served}"
+    );
+}

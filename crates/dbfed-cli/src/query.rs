@@ -112,7 +112,6 @@ type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
 #[derive(Debug, Default)]
 struct Counters {
     rows: AtomicU64,
-    bytes: AtomicU64,
     batches: AtomicU64,
 }
 
@@ -188,7 +187,7 @@ pub fn run(args: QueryArgs) -> Result<ExitCode> {
             signal = signals.recv() => signal.map(Finished::Stopped),
         }
     })?;
-    if show_progress {
+    if show_progress && std::io::stderr().is_terminal() {
         // Clear the progress line.
         eprint!("\r\x1b[2K");
     }
@@ -280,9 +279,6 @@ async fn execute(
         counters
             .rows
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        counters
-            .bytes
-            .fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
         counters.batches.fetch_add(1, Ordering::Relaxed);
         writer.write(batch)?;
     }
@@ -291,7 +287,9 @@ async fn execute(
     Ok(Some(summary))
 }
 
-/// Redraws the progress line on stderr until dropped (never completes).
+/// Redraws the progress line on stderr until dropped (never completes). On a terminal the
+/// line is redrawn in place; elsewhere (`--progress always` into a file or pipe) it is printed
+/// as a plain line once a second.
 async fn progress_line(
     enabled: bool,
     executor: &Executor,
@@ -301,35 +299,70 @@ async fn progress_line(
     if !enabled {
         return std::future::pending().await;
     }
+    let terminal = std::io::stderr().is_terminal();
     // Short queries finish before the first line.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let period = if terminal { 250 } else { 1000 };
+    let mut tick = tokio::time::interval(Duration::from_millis(period));
     loop {
         tick.tick().await;
         let metrics = executor.metrics();
-        let batches = counters.batches.load(Ordering::Relaxed);
-        let state = if batches > 0 {
-            "STREAMING"
-        } else if metrics.queued > 0 {
-            "QUEUED"
-        } else {
-            "RUNNING"
-        };
-        let mut stderr = std::io::stderr().lock();
-        let _ = write!(
-            stderr,
-            "\r\x1b[2K{state} {} rows, {} received, {:.1}s",
+        let line = progress_text(
+            metrics.queued,
+            counters.batches.load(Ordering::Relaxed),
             counters.rows.load(Ordering::Relaxed),
-            crate::demo::human_bytes(counters.bytes.load(Ordering::Relaxed)),
-            started.elapsed().as_secs_f64()
+            metrics.bytes_received,
+            started.elapsed(),
         );
+        let mut stderr = std::io::stderr().lock();
+        let _ = if terminal {
+            write!(stderr, "\r\x1b[2K{line}")
+        } else {
+            writeln!(stderr, "{line}")
+        };
         let _ = stderr.flush();
     }
+}
+
+/// One progress line: the query's state, rows delivered, bytes received from the warehouse
+/// (as on the wire: API answers and result downloads), elapsed time.
+fn progress_text(
+    queued: usize,
+    batches: u64,
+    rows: u64,
+    bytes_received: u64,
+    elapsed: Duration,
+) -> String {
+    let state = if queued > 0 {
+        // Waiting for one of the executor's workers.
+        "QUEUED"
+    } else if batches > 0 {
+        "STREAMING"
+    } else {
+        // Submitted: the warehouse queues or runs it, or its first result chunk is on its way.
+        "EXECUTING"
+    };
+    format!(
+        "{state} {rows} rows, {} received, {:.1}s",
+        crate::demo::human_bytes(bytes_received),
+        elapsed.as_secs_f64()
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_names_the_state_rows_and_bytes_received() {
+        let line = progress_text(1, 0, 0, 0, Duration::from_millis(1500));
+        assert_eq!(line, "QUEUED 0 rows, 0.0 B received, 1.5s");
+        let line = progress_text(0, 0, 0, 2048, Duration::from_secs(2));
+        assert!(line.starts_with("EXECUTING 0 rows, "), "{line}");
+        let line = progress_text(0, 3, 7, 5 << 20, Duration::from_secs(3));
+        assert!(line.starts_with("STREAMING 7 rows, "), "{line}");
+        assert!(line.contains("received"), "{line}");
+    }
 
     #[test]
     fn parameters_parse_with_and_without_type() {

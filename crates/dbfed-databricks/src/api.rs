@@ -70,6 +70,9 @@ pub(crate) struct Api {
     pub max_body_bytes: u64,
     /// Workspace API calls retried (each retry counts once), for metrics.
     pub retries: std::sync::atomic::AtomicU64,
+    /// Response bytes received from the workspace and its result links (bodies only, as they
+    /// arrive), for metrics and progress.
+    pub received: std::sync::atomic::AtomicU64,
 }
 
 impl Api {
@@ -140,7 +143,11 @@ impl Api {
                         .and_then(|v| parse_retry_after(v, SystemTime::now()));
                     let has_retry_after = response.headers().contains_key(RETRY_AFTER);
                     let body = match read_text_limited(response, self.max_body_bytes, timeout) {
-                        Ok(Some(text)) => Ok(text),
+                        Ok(Some(text)) => {
+                            self.received
+                                .fetch_add(text.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            Ok(text)
+                        }
                         Ok(None) => {
                             return Err(Error::protocol(format!(
                                 "{request} answered a body larger than the limit of {} bytes",

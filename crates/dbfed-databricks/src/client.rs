@@ -770,6 +770,7 @@ impl ClientBuilder {
             close_timeout: self.close_timeout,
             max_body_bytes: self.max_chunk_bytes,
             retries: Default::default(),
+            received: Default::default(),
         });
         Ok(Client {
             inner: Arc::new(ClientInner {
@@ -851,6 +852,15 @@ impl Client {
         self.inner
             .api
             .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Response bytes this client (and its clones) received since it was built: API answers
+    /// and result chunk downloads (as they arrive, compressed as on the wire).
+    pub fn bytes_received(&self) -> u64 {
+        self.inner
+            .api
+            .received
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

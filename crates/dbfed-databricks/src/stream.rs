@@ -944,6 +944,10 @@ impl DownloadJob {
             if (out.len() + n) as u64 > self.max_bytes {
                 return Ok(Body::TooLarge);
             }
+            self.shared
+                .api
+                .received
+                .fetch_add(n as u64, Ordering::Relaxed);
             out.extend_from_slice(&buf[..n]);
         }
     }

@@ -84,6 +84,10 @@ impl Driver for DatabricksDriver {
         self.client.retries()
     }
 
+    fn bytes_received(&self) -> u64 {
+        self.client.bytes_received()
+    }
+
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError> {
         let session = self
             .client

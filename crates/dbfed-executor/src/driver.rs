@@ -21,6 +21,12 @@ pub trait Driver: Send + Sync + 'static {
     fn retries(&self) -> u64 {
         0
     }
+
+    /// Bytes the driver received from the server so far (reported in the executor's metrics).
+    /// Default: 0, for drivers that do not count.
+    fn bytes_received(&self) -> u64 {
+        0
+    }
 }
 
 /// One blocking connection (session). The executor uses it from one worker thread at a time.

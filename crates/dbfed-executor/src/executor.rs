@@ -701,6 +701,7 @@ impl Executor {
             bytes: Counters::get(&c.bytes),
             starved: Counters::get(&c.starved),
             retries: shared.pool.driver_retries(),
+            bytes_received: shared.pool.driver_bytes_received(),
             sessions_opened: Counters::get(&c.sessions_opened),
             sessions_closed: Counters::get(&c.sessions_closed),
             sessions_discarded: Counters::get(&c.sessions_discarded),

@@ -186,6 +186,9 @@ pub struct MetricsSnapshot {
     pub starved: u64,
     /// Requests the driver retried after transient failures (429, 503, resets, ...).
     pub retries: u64,
+    /// Bytes the driver received from the server (for Databricks: API answers and result
+    /// downloads as they arrive, compressed as on the wire).
+    pub bytes_received: u64,
     /// Sessions opened.
     pub sessions_opened: u64,
     /// Sessions closed (returned overflow, recycled, shutdown).

@@ -179,6 +179,14 @@ impl Pool {
         self.driver.lock().as_ref().map_or(0, |d| d.retries())
     }
 
+    /// Bytes the driver received (0 after shutdown).
+    pub fn driver_bytes_received(&self) -> u64 {
+        self.driver
+            .lock()
+            .as_ref()
+            .map_or(0, |d| d.bytes_received())
+    }
+
     /// Releases the driver (after [`Pool::close_all`]).
     pub fn take_driver(&self) -> Option<Arc<dyn Driver>> {
         self.driver.lock().take()
