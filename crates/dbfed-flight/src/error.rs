@@ -129,6 +129,10 @@ fn classify(err: &FlightSqlError) -> (Code, Option<String>) {
         FlightSqlError::Ticket(TicketError::OtherPrincipal { .. }) => {
             (Code::PermissionDenied, None)
         }
+        // Stale, not forged: the client should plan the query again.
+        FlightSqlError::Ticket(TicketError::Expired { .. } | TicketError::Version { .. }) => {
+            (Code::FailedPrecondition, None)
+        }
         FlightSqlError::Ticket(_) => (Code::Unauthenticated, None),
         FlightSqlError::InvalidArgument(_) => (Code::InvalidArgument, None),
         FlightSqlError::NotFound(_) => (Code::NotFound, None),
@@ -414,6 +418,12 @@ mod tests {
         );
         assert_eq!(
             code_of(FlightSqlError::Ticket(TicketError::Expired {
+                what: "ticket"
+            })),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code_of(FlightSqlError::Ticket(TicketError::Forged {
                 what: "ticket"
             })),
             Code::Unauthenticated

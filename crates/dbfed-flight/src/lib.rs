@@ -11,10 +11,11 @@
 //! - Prepared statements: the handle is a signed payload holding the SQL and bound parameters
 //!   (`?` and `:name` markers); `DoPut` of a parameter batch returns the updated handle.
 //! - Metadata: `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with schemas),
-//!   `GetTableTypes`, `GetXdbcTypeInfo`, `GetPrimaryKeys` (empty); actions `CancelFlightInfo`
-//!   and `CloseSession`.
+//!   `GetTableTypes`, `GetXdbcTypeInfo`, `GetPrimaryKeys` (empty); actions `CancelFlightInfo`,
+//!   `CancelQuery` and `CloseSession` (`ListActions` lists only the actions answered).
 //! - Security: [`Auth`] (Basic handshake issuing signed bearer tokens, static tokens, identity
-//!   pass-through), TLS with optional mutual TLS, read-only by default.
+//!   pass-through), TLS with optional mutual TLS, read-only by default (writes, when allowed, go
+//!   to the server's in-memory tables only, never to the warehouse or the server's files).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dbfed_flight::FlightSqlError> {

@@ -315,26 +315,59 @@ pub(crate) async fn tables(
     Ok(b.build()?)
 }
 
-/// SQL `LIKE` with `%` and `_` (case-sensitive), for pre-filtering before asking providers.
+/// SQL `LIKE` with `%` and `_` (case-sensitive, `\\` escapes the next character), for
+/// pre-filtering before asking providers.
+///
+/// Greedy two-pointer wildcard matching: on a mismatch only the latest `%` is retried one
+/// character further, so the cost is O(value × pattern) for any pattern (backtracking into
+/// every `%` is exponential).
 pub(crate) fn like(value: &str, pattern: &str) -> bool {
-    fn go(v: &[char], p: &[char]) -> bool {
-        match p.split_first() {
-            None => v.is_empty(),
-            Some(('%', rest)) => (0..=v.len()).any(|i| go(&v[i..], rest)),
-            Some(('_', rest)) => !v.is_empty() && go(&v[1..], rest),
-            Some(('\\', rest)) if !rest.is_empty() => {
-                v.first() == rest.first() && go(&v[1..], &rest[1..])
+    #[derive(PartialEq)]
+    enum Token {
+        Any,
+        One,
+        Char(char),
+    }
+    let mut tokens = Vec::with_capacity(pattern.len());
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        tokens.push(match c {
+            '%' => Token::Any,
+            '_' => Token::One,
+            '\\' => Token::Char(chars.next().unwrap_or('\\')),
+            c => Token::Char(c),
+        });
+    }
+    let value: Vec<char> = value.chars().collect();
+    let (mut v, mut t) = (0, 0);
+    // The latest `%` and the value position it is currently matched up to.
+    let mut star: Option<(usize, usize)> = None;
+    while v < value.len() {
+        match tokens.get(t) {
+            Some(Token::One) => {
+                v += 1;
+                t += 1;
             }
-            Some((c, rest)) => v.first() == Some(c) && go(&v[1..], rest),
+            Some(Token::Char(c)) if *c == value[v] => {
+                v += 1;
+                t += 1;
+            }
+            Some(Token::Any) => {
+                star = Some((t, v));
+                t += 1;
+            }
+            _ => match star {
+                Some((s, matched)) => {
+                    // Let the `%` swallow one more character and retry after it.
+                    star = Some((s, matched + 1));
+                    v = matched + 1;
+                    t = s + 1;
+                }
+                None => return false,
+            },
         }
     }
-    let v: Vec<char> = value.chars().collect();
-    let p: Vec<char> = pattern.chars().collect();
-    // Bound the backtracking of pathological patterns.
-    if p.iter().filter(|c| **c == '%').count() > 16 {
-        return true;
-    }
-    go(&v, &p)
+    tokens[t..].iter().all(|token| *token == Token::Any)
 }
 
 /// The schema as sent over Flight: view types become their classic equivalents
@@ -378,6 +411,17 @@ mod tests {
         assert!(like("a_b", "a\\_b"));
         assert!(!like("axb", "a\\_b"));
         assert!(like("", "%"));
+        assert!(like("", "%%"));
+        assert!(!like("", "_"));
+        assert!(like("abc", "%b%"));
+        assert!(like("abc", "a%%c"));
+        assert!(!like("abc", "a%d"));
+        assert!(like("mississippi", "%sip%"));
+        assert!(like("mississippi", "m%ss%pi"));
+        assert!(!like("mississippi", "m%ss%pix"));
+        assert!(like("a%b", "a\\%b"));
+        assert!(!like("axb", "a\\%b"));
+        assert!(like("a\\", "a\\"));
     }
 
     #[test]
@@ -388,6 +432,18 @@ mod tests {
             .expect("batch");
         assert_eq!(batch.num_rows(), 1);
         assert!(XDBC_TYPES.as_ref().is_ok());
+    }
+
+    #[test]
+    fn like_is_polynomial_on_pathological_patterns() {
+        // Backtracking into each of the 40 `%` would take astronomically long here.
+        let pattern = "%a".repeat(40);
+        let mut name = "a".repeat(200);
+        name.push('b');
+        assert!(!like(&name, &pattern));
+        assert!(like(&name, &format!("{pattern}%")));
+        assert!(like(&name, &format!("{pattern}b")));
+        assert!(!like(&"a".repeat(39), &pattern));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Prepared statement parameters: `?` and `:name` markers become DataFusion placeholders
 //! (`$1`, `$name`), and a bound Arrow batch becomes DataFusion parameter values.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -24,17 +24,32 @@ pub(crate) struct RewrittenSql {
     pub names: Vec<String>,
 }
 
+/// Most parameters of one statement, and the highest `$N` position accepted.
+pub(crate) const MAX_PARAMETERS: usize = 65_535;
+
+/// Longest marker text quoted back in an error message.
+const MAX_QUOTED_MARKER: usize = 24;
+
 /// Rewrites `?` to `$1`, `$2`, ... and `:name` to `$name`, leaving string literals, quoted
 /// identifiers, comments and `::` casts alone. Mixing `?` with named markers is an error.
+///
+/// A statement holds at most [`MAX_PARAMETERS`] markers, and a `$N` position may be at most
+/// that many and no more than the SQL has characters (it lists every position up to `N`):
+/// a larger one is `INVALID_ARGUMENT` naming the marker, refused before anything is allocated
+/// for it.
 pub(crate) fn rewrite_markers(sql: &str) -> Result<RewrittenSql, FlightSqlError> {
     let chars: Vec<char> = sql.chars().collect();
+    // `$N` lists positions 1..=N: never more than the text could hold markers for.
+    let max_position = MAX_PARAMETERS.min(chars.len());
     let mut out = String::with_capacity(sql.len() + 8);
     let mut names: Vec<String> = Vec::new();
+    // Dedup in O(1) per marker: a `contains` scan is quadratic in the number of markers.
+    let mut seen: HashSet<String> = HashSet::new();
     let mut positional = 0usize;
     let mut named = false;
     let mut i = 0;
-    let push_name = |names: &mut Vec<String>, name: String| {
-        if !names.contains(&name) {
+    let mut push_name = |names: &mut Vec<String>, name: String| {
+        if seen.insert(name.clone()) {
             names.push(name);
         }
     };
@@ -83,6 +98,13 @@ pub(crate) fn rewrite_markers(sql: &str) -> Result<RewrittenSql, FlightSqlError>
                 }
             }
             '?' => {
+                if positional >= MAX_PARAMETERS {
+                    return Err(FlightSqlError::InvalidArgument(format!(
+                        "parameter marker `?` number {}: a statement holds at most \
+                         {MAX_PARAMETERS} parameters",
+                        positional.saturating_add(1)
+                    )));
+                }
                 positional += 1;
                 let name = positional.to_string();
                 out.push('$');
@@ -108,6 +130,9 @@ pub(crate) fn rewrite_markers(sql: &str) -> Result<RewrittenSql, FlightSqlError>
                 out.push_str(&name);
                 named = true;
                 push_name(&mut names, name);
+                if names.len() > MAX_PARAMETERS {
+                    return Err(too_many_named());
+                }
                 i = end;
             }
             '$' if chars
@@ -121,13 +146,21 @@ pub(crate) fn rewrite_markers(sql: &str) -> Result<RewrittenSql, FlightSqlError>
                 }
                 let name: String = chars[start..end].iter().collect();
                 if name.chars().all(|c| c.is_ascii_digit()) {
-                    positional = positional.max(name.parse().unwrap_or(0));
+                    let position = name
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=max_position).contains(n))
+                        .ok_or_else(|| invalid_position(&name, max_position))?;
+                    positional = positional.max(position);
                 } else {
                     named = true;
                 }
                 out.push('$');
                 out.push_str(&name);
                 push_name(&mut names, name);
+                if names.len() > MAX_PARAMETERS {
+                    return Err(too_many_named());
+                }
                 i = end;
             }
             _ => {
@@ -146,6 +179,26 @@ pub(crate) fn rewrite_markers(sql: &str) -> Result<RewrittenSql, FlightSqlError>
         names = (1..=positional).map(|n| n.to_string()).collect();
     }
     Ok(RewrittenSql { sql: out, names })
+}
+
+/// The error of a `$N` marker whose position is 0, unparsable or above `max`.
+fn invalid_position(digits: &str, max: usize) -> FlightSqlError {
+    let quoted: String = digits.chars().take(MAX_QUOTED_MARKER).collect();
+    let ellipsis = if digits.len() > MAX_QUOTED_MARKER {
+        "…"
+    } else {
+        ""
+    };
+    FlightSqlError::InvalidArgument(format!(
+        "parameter marker `${quoted}{ellipsis}` is out of range: positions run from $1 to \
+         ${max} in this statement (at most {MAX_PARAMETERS})"
+    ))
+}
+
+fn too_many_named() -> FlightSqlError {
+    FlightSqlError::InvalidArgument(format!(
+        "the statement has more than {MAX_PARAMETERS} distinct named parameters"
+    ))
 }
 
 /// The parameter schema of a plan, in marker order: one nullable field per marker, typed as
@@ -293,6 +346,44 @@ mod tests {
         assert_eq!(
             rewrite_markers("SELECT 1").expect("valid").names,
             Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn huge_or_zero_positions_are_refused_without_allocating() {
+        for sql in [
+            "SELECT $3000000000",
+            "SELECT $18446744073709551616000",
+            "SELECT $65536",
+            "SELECT $0",
+            // Within the global cap but beyond what this text could hold.
+            "SELECT $100",
+        ] {
+            let err = rewrite_markers(sql).expect_err(sql);
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{sql}");
+            let marker = sql.trim_start_matches("SELECT ");
+            let shown: String = marker.chars().take(MAX_QUOTED_MARKER + 1).collect();
+            assert!(err.to_string().contains(&shown), "{sql}: {err}");
+        }
+        // The highest position a long enough text may use is accepted.
+        let padding = " ".repeat(MAX_PARAMETERS);
+        let r = rewrite_markers(&format!("SELECT $65535{padding}")).expect("at the cap");
+        assert_eq!(r.names.len(), MAX_PARAMETERS);
+        assert_eq!(r.names.last().map(String::as_str), Some("65535"));
+        let r = rewrite_markers("SELECT $3 + $1").expect("gap");
+        assert_eq!(r.names, vec!["1", "2", "3"]);
+    }
+
+    #[test]
+    fn too_many_question_marks_are_refused() {
+        let sql = format!("SELECT {}", vec!["?"; MAX_PARAMETERS + 1].join(","));
+        let err = rewrite_markers(&sql).expect_err("one too many");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.to_string().contains("65536"), "{err}");
+        let sql = format!("SELECT {}", vec!["?"; MAX_PARAMETERS].join(","));
+        assert_eq!(
+            rewrite_markers(&sql).expect("at the cap").names.len(),
+            MAX_PARAMETERS
         );
     }
 

@@ -15,7 +15,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::auth::{Auth, Authenticator};
 use crate::error::FlightSqlError;
-use crate::service::{FlightSqlServiceImpl, ServiceConfig};
+use crate::service::{ActionFilter, FlightSqlServiceImpl, ServiceConfig};
 use crate::session::SessionProvider;
 use crate::ticket::Signer;
 
@@ -138,7 +138,14 @@ impl FlightSqlServerBuilder {
         self
     }
 
-    /// Allow DML/DDL (default `false`: they fail with `PERMISSION_DENIED`).
+    /// Allow writes to the server's own in-memory tables (default `false`: every DML, DDL and
+    /// COPY fails with `PERMISSION_DENIED`).
+    ///
+    /// Writes never reach the warehouse: they run in the server's local DataFusion context.
+    /// Enabled, `CREATE TABLE`/`CREATE VIEW`/`DROP` change the session's in-memory catalog and
+    /// `INSERT`/`UPDATE`/`DELETE` may target in-memory tables only; `CREATE EXTERNAL TABLE`,
+    /// `COPY ... TO`, DML into file-backed or Databricks tables, and session statements (`SET`,
+    /// transactions) stay refused with `PERMISSION_DENIED` naming the statement.
     pub fn allow_writes(mut self, allow: bool) -> Self {
         self.allow_writes = allow;
         self
@@ -215,7 +222,7 @@ impl FlightSqlServerBuilder {
             }
             server = server.tls_config(tls_config)?;
         }
-        let svc = FlightServiceServer::new(service)
+        let svc = FlightServiceServer::new(ActionFilter(service))
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(usize::MAX);
         let (stop, stopped) = oneshot::channel::<()>();

@@ -19,19 +19,22 @@ use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::SqlInfoData;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
-    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
-    SqlInfo, TicketStatementQuery,
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetSqlInfo,
+    CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
-    SchemaAsIpc, Ticket,
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, Criteria,
+    Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, PollInfo, SchemaAsIpc, SchemaResult, Ticket,
 };
-use datafusion::logical_expr::LogicalPlan;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::{MemTable, source_as_provider};
+use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan};
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
 use futures::task::AtomicWaker;
@@ -203,20 +206,61 @@ impl FlightSqlServiceImpl {
         }
     }
 
+    /// Refuses any node of `plan` (an `EXPLAIN ANALYZE` runs its input) that writes or changes
+    /// the session, per [`Self::write_refusal`].
     fn check_writes(&self, plan: &LogicalPlan) -> Result<(), FlightSqlError> {
-        let kind = match plan {
+        let mut refusal = None;
+        plan.apply_with_subqueries(|node| {
+            refusal = self.write_refusal(node);
+            Ok(if refusal.is_some() {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        })?;
+        refusal.map_or(Ok(()), Err)
+    }
+
+    /// Why `node` may not run here, if it may not.
+    ///
+    /// Read-only (the default): every DML, DDL, COPY and session statement. With
+    /// `allow_writes`, DML into in-memory tables and DDL of the session's own catalog
+    /// (`CREATE TABLE`, `CREATE VIEW`, `DROP`, ...) run in the server's local DataFusion
+    /// context, never on the warehouse; whatever would touch the server's file system
+    /// (`CREATE EXTERNAL TABLE`, `COPY ... TO`, DML into a file-backed table) and DML into any
+    /// other table (Databricks ones included) are still refused.
+    fn write_refusal(&self, node: &LogicalPlan) -> Option<FlightSqlError> {
+        let kind = match node {
             LogicalPlan::Dml(_) => "DML (INSERT/UPDATE/DELETE)",
             LogicalPlan::Ddl(_) => "DDL (CREATE/DROP)",
             LogicalPlan::Copy(_) => "COPY",
             LogicalPlan::Statement(_) => "session statements (SET, PREPARE, transactions)",
-            _ => return Ok(()),
+            _ => return None,
         };
-        if self.inner.config.allow_writes && !matches!(plan, LogicalPlan::Statement(_)) {
-            return Ok(());
+        if !self.inner.config.allow_writes {
+            return Some(FlightSqlError::PermissionDenied(format!(
+                "{kind} is not allowed: this endpoint is read-only"
+            )));
         }
-        Err(FlightSqlError::PermissionDenied(format!(
-            "{kind} is not allowed: this endpoint is read-only"
-        )))
+        let refused = match node {
+            LogicalPlan::Statement(_) => {
+                format!("{kind} are not allowed through Flight SQL")
+            }
+            LogicalPlan::Copy(_) => {
+                "COPY ... TO is not allowed: it would write files on the server".to_owned()
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(_)) => {
+                "CREATE EXTERNAL TABLE is not allowed: it would read files on the server".to_owned()
+            }
+            LogicalPlan::Dml(dml) if !is_memory_table(dml) => format!(
+                "{} on `{}` is not allowed: writes may only target in-memory tables created \
+                 through this endpoint (CREATE TABLE), never file-backed or warehouse tables",
+                dml.op.name().to_uppercase(),
+                dml.table_name
+            ),
+            _ => return None,
+        };
+        Some(FlightSqlError::PermissionDenied(refused))
     }
 
     fn statement_info(
@@ -357,6 +401,17 @@ impl FlightSqlServiceImpl {
         let info = request.info.ok_or_else(|| {
             FlightSqlError::InvalidArgument("CancelFlightInfoRequest without FlightInfo".into())
         })?;
+        Ok(CancelFlightInfoResult::new(
+            self.cancel_info(principal, &info)?,
+        ))
+    }
+
+    /// Cancels the statement queries of `info`'s endpoints (the caller's own only).
+    fn cancel_info(
+        &self,
+        principal: &Principal,
+        info: &FlightInfo,
+    ) -> Result<CancelStatus, FlightSqlError> {
         let mut status = CancelStatus::NotCancellable;
         for endpoint in &info.endpoint {
             let Some(ticket) = &endpoint.ticket else {
@@ -375,7 +430,7 @@ impl FlightSqlServiceImpl {
             )?;
             status = self.cancel(&payload);
         }
-        Ok(CancelFlightInfoResult::new(status))
+        Ok(status)
     }
 
     async fn read_parameters(
@@ -442,6 +497,12 @@ impl FlightSqlServiceImpl {
         }
         Ok(count)
     }
+}
+
+/// Whether the target of `dml` is an in-memory table (`CREATE TABLE`), not one backed by files
+/// or a remote source.
+fn is_memory_table(dml: &DmlStatement) -> bool {
+    source_as_provider(&dml.target).is_ok_and(|provider| provider.is::<MemTable>())
 }
 
 /// Removes a query from the running registry when its stream ends or is dropped.
@@ -950,6 +1011,26 @@ impl FlightSqlService for FlightSqlServiceImpl {
         Ok(())
     }
 
+    /// The deprecated Flight SQL `CancelQuery` action: same as `CancelFlightInfo`.
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let principal = self.principal(&request)?;
+        let info = FlightInfo::decode(query.info.as_ref())
+            .map_err(|e| Status::invalid_argument(format!("bad FlightInfo in CancelQuery: {e}")))?;
+        // `CancelResult` (not re-exported by arrow-flight) numbers its values as `CancelStatus`:
+        // unspecified 0, cancelled 1, cancelling 2, not cancellable 3.
+        let result = match self.cancel_info(&principal, &info)? {
+            CancelStatus::Unspecified => 0,
+            CancelStatus::Cancelled => 1,
+            CancelStatus::Cancelling => 2,
+            CancelStatus::NotCancellable => 3,
+        };
+        Ok(ActionCancelQueryResult { result })
+    }
+
     async fn do_action_fallback(
         &self,
         request: Request<Action>,
@@ -1013,6 +1094,108 @@ impl FlightSqlServiceImpl {
             response.metadata_mut().insert("authorization", value);
         }
         Ok(response)
+    }
+}
+
+/// Flight SQL actions this server answers; `ListActions` advertises only these.
+const SUPPORTED_ACTIONS: [&str; 5] = [
+    "CreatePreparedStatement",
+    "ClosePreparedStatement",
+    "CancelQuery",
+    CANCEL_FLIGHT_INFO,
+    CLOSE_SESSION,
+];
+
+/// The gRPC face of [`FlightSqlServiceImpl`]: arrow-flight's generic Flight SQL dispatch, except
+/// that `ListActions` leaves out the actions it would answer `UNIMPLEMENTED` (transactions,
+/// savepoints, Substrait plans).
+#[derive(Debug, Clone)]
+pub(crate) struct ActionFilter(pub(crate) FlightSqlServiceImpl);
+
+type Svc = FlightSqlServiceImpl;
+
+#[tonic::async_trait]
+impl FlightService for ActionFilter {
+    type HandshakeStream = <Svc as FlightService>::HandshakeStream;
+    type ListFlightsStream = <Svc as FlightService>::ListFlightsStream;
+    type DoGetStream = <Svc as FlightService>::DoGetStream;
+    type DoPutStream = <Svc as FlightService>::DoPutStream;
+    type DoExchangeStream = <Svc as FlightService>::DoExchangeStream;
+    type DoActionStream = <Svc as FlightService>::DoActionStream;
+    type ListActionsStream = <Svc as FlightService>::ListActionsStream;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        FlightService::handshake(&self.0, request).await
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        FlightService::list_flights(&self.0, request).await
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        FlightService::get_flight_info(&self.0, request).await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        FlightService::poll_flight_info(&self.0, request).await
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        FlightService::get_schema(&self.0, request).await
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        FlightService::do_get(&self.0, request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        FlightService::do_put(&self.0, request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        FlightService::do_exchange(&self.0, request).await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        FlightService::do_action(&self.0, request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let actions = FlightService::list_actions(&self.0, request).await?;
+        let supported = actions.into_inner().try_filter(|action| {
+            futures::future::ready(SUPPORTED_ACTIONS.contains(&action.r#type.as_str()))
+        });
+        Ok(Response::new(Box::pin(supported)))
     }
 }
 

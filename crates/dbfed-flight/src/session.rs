@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::auth::Principal;
 use crate::error::FlightSqlError;
@@ -66,8 +66,30 @@ type Factory = Arc<
 >;
 
 struct Entry {
-    cell: Arc<OnceCell<SessionContext>>,
+    ctx: SessionContext,
     last_used: Instant,
+}
+
+/// A token whose context could not be built because the warehouse refused it.
+struct Refusal {
+    code: tonic::Code,
+    message: String,
+    at: Instant,
+}
+
+/// Most refused tokens remembered at once (oldest forgotten first).
+const MAX_REFUSED_TOKENS: usize = 4096;
+
+/// What the provider caches, under one lock.
+#[derive(Default)]
+struct State {
+    /// Built contexts, bounded by `max_identities`.
+    ready: HashMap<[u8; 32], Entry>,
+    /// Builds under way: callers of one token share one build. Not counted as identities, so a
+    /// build that fails never evicted anyone.
+    building: HashMap<[u8; 32], Arc<OnceCell<SessionContext>>>,
+    /// Tokens refused recently (negative cache), bounded by [`MAX_REFUSED_TOKENS`].
+    refused: HashMap<[u8; 32], Refusal>,
 }
 
 /// One context per Databricks token (identity pass-through): each caller's queries run with
@@ -78,20 +100,33 @@ struct Entry {
 /// [`PassThroughSessions::builder`]) and cached, keyed by a salted hash of the token, with a
 /// bound on identities (least recently used evicted first) and an idle expiry. One token's
 /// context never serves another token.
+///
+/// Any caller can present any token, so unknown tokens cannot disturb known ones: a context
+/// enters the cache (and may evict another) only once it is built; builds run at most
+/// [`PassThroughSessionsBuilder::max_concurrent_builds`] at a time; and a token the warehouse
+/// refused (`UNAUTHENTICATED` / `PERMISSION_DENIED`) is refused again without a build for
+/// [`PassThroughSessionsBuilder::refused_token_ttl`].
 pub struct PassThroughSessions {
     factory: Factory,
     salt: [u8; 16],
     max_identities: usize,
     idle_timeout: Duration,
-    cache: Mutex<HashMap<[u8; 32], Entry>>,
+    refused_ttl: Duration,
+    builds: Semaphore,
+    max_builds: usize,
+    state: Mutex<State>,
 }
 
 impl fmt::Debug for PassThroughSessions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.lock();
         f.debug_struct("PassThroughSessions")
             .field("max_identities", &self.max_identities)
             .field("idle_timeout", &self.idle_timeout)
-            .field("cached", &self.cache.lock().len())
+            .field("refused_token_ttl", &self.refused_ttl)
+            .field("max_concurrent_builds", &self.max_builds)
+            .field("cached", &state.ready.len())
+            .field("refused", &state.refused.len())
             .finish()
     }
 }
@@ -101,6 +136,8 @@ pub struct PassThroughSessionsBuilder {
     factory: Factory,
     max_identities: usize,
     idle_timeout: Duration,
+    refused_ttl: Duration,
+    max_builds: usize,
 }
 
 impl fmt::Debug for PassThroughSessionsBuilder {
@@ -108,13 +145,15 @@ impl fmt::Debug for PassThroughSessionsBuilder {
         f.debug_struct("PassThroughSessionsBuilder")
             .field("max_identities", &self.max_identities)
             .field("idle_timeout", &self.idle_timeout)
+            .field("refused_token_ttl", &self.refused_ttl)
+            .field("max_concurrent_builds", &self.max_builds)
             .finish()
     }
 }
 
 impl PassThroughSessionsBuilder {
     /// Most identities cached at once (default 64, at least 1); the least recently used is
-    /// evicted to make room.
+    /// evicted to make room for a newly built one.
     pub fn max_identities(mut self, n: usize) -> Self {
         self.max_identities = n.max(1);
         self
@@ -123,6 +162,21 @@ impl PassThroughSessionsBuilder {
     /// A context unused this long is dropped and rebuilt on next use (default 15 minutes).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// How long a token whose build the warehouse refused (`UNAUTHENTICATED` or
+    /// `PERMISSION_DENIED`) is refused again without contacting it (default 30 seconds;
+    /// `Duration::ZERO` disables). Other failures are never remembered.
+    pub fn refused_token_ttl(mut self, ttl: Duration) -> Self {
+        self.refused_ttl = ttl;
+        self
+    }
+
+    /// Most contexts built at once across all tokens (default 8, at least 1); further builds
+    /// wait their turn.
+    pub fn max_concurrent_builds(mut self, n: usize) -> Self {
+        self.max_builds = n.max(1);
         self
     }
 
@@ -135,7 +189,10 @@ impl PassThroughSessionsBuilder {
             salt,
             max_identities: self.max_identities,
             idle_timeout: self.idle_timeout,
-            cache: Mutex::new(HashMap::new()),
+            refused_ttl: self.refused_ttl,
+            builds: Semaphore::new(self.max_builds),
+            max_builds: self.max_builds,
+            state: Mutex::new(State::default()),
         }
     }
 }
@@ -151,12 +208,14 @@ impl PassThroughSessions {
             factory: Arc::new(move |token| Box::pin(factory(token))),
             max_identities: 64,
             idle_timeout: Duration::from_secs(15 * 60),
+            refused_ttl: Duration::from_secs(30),
+            max_builds: 8,
         }
     }
 
     /// How many identities have a cached context.
     pub fn cached_identities(&self) -> usize {
-        self.cache.lock().len()
+        self.state.lock().ready.len()
     }
 
     fn key(&self, token: &SecretString) -> [u8; 32] {
@@ -166,45 +225,153 @@ impl PassThroughSessions {
         hasher.finalize().into()
     }
 
-    fn cell(&self, key: [u8; 32]) -> Arc<OnceCell<SessionContext>> {
+    /// The cached context of `key`, a recent refusal of it, or the build to join.
+    fn lookup(&self, key: [u8; 32]) -> Lookup {
+        let now = Instant::now();
+        // Expired contexts are dropped after the lock is released (declared first).
+        let mut expired: Option<Entry> = None;
+        let mut state = self.state.lock();
+        if let Some(entry) = state.ready.get_mut(&key) {
+            if now.duration_since(entry.last_used) < self.idle_timeout {
+                entry.last_used = now;
+                return Lookup::Ready(entry.ctx.clone());
+            }
+            expired = state.ready.remove(&key);
+        }
+        if let Some(refusal) = state.refused.get(&key) {
+            if now.duration_since(refusal.at) < self.refused_ttl {
+                return Lookup::Refused(refused_error(refusal));
+            }
+            state.refused.remove(&key);
+        }
+        let cell = Arc::clone(state.building.entry(key).or_default());
+        drop(state);
+        drop(expired);
+        Lookup::Build(cell)
+    }
+
+    /// The error of a recent refusal of `key`, if any.
+    fn recent_refusal(&self, key: [u8; 32]) -> Option<FlightSqlError> {
+        let state = self.state.lock();
+        state
+            .refused
+            .get(&key)
+            .filter(|r| r.at.elapsed() < self.refused_ttl)
+            .map(refused_error)
+    }
+
+    /// Caches a built context, evicting idle and then least recently used identities.
+    fn insert_ready(&self, key: [u8; 32], ctx: &SessionContext) {
         let now = Instant::now();
         // Evicted contexts are dropped after the lock is released (declared first).
         let mut evicted: Vec<Entry> = Vec::new();
-        let mut cache = self.cache.lock();
-        if let Some(entry) = cache.get_mut(&key) {
-            if now.duration_since(entry.last_used) < self.idle_timeout {
-                entry.last_used = now;
-                return Arc::clone(&entry.cell);
-            }
-            evicted.extend(cache.remove(&key));
+        let mut state = self.state.lock();
+        if let Some(entry) = state.ready.get_mut(&key) {
+            // Another build of this token finished first (after an idle expiry).
+            entry.last_used = now;
+            return;
         }
-        let idle: Vec<[u8; 32]> = cache
+        let idle: Vec<[u8; 32]> = state
+            .ready
             .iter()
             .filter(|(_, e)| now.duration_since(e.last_used) >= self.idle_timeout)
             .map(|(k, _)| *k)
             .collect();
         for k in idle {
-            evicted.extend(cache.remove(&k));
+            evicted.extend(state.ready.remove(&k));
         }
-        while cache.len() >= self.max_identities {
-            let oldest = cache
+        while state.ready.len() >= self.max_identities {
+            let oldest = state
+                .ready
                 .iter()
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(k, _)| *k);
             match oldest {
-                Some(k) => evicted.extend(cache.remove(&k)),
+                Some(k) => evicted.extend(state.ready.remove(&k)),
                 None => break,
             }
         }
-        let cell = Arc::new(OnceCell::new());
-        cache.insert(
+        state.ready.insert(
             key,
             Entry {
-                cell: Arc::clone(&cell),
+                ctx: ctx.clone(),
                 last_used: now,
             },
         );
-        cell
+    }
+
+    /// Forgets a failed build; remembers the token when the warehouse refused it.
+    fn record_failure(&self, key: [u8; 32], err: &FlightSqlError) {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let code = err.code();
+        if self.refused_ttl.is_zero()
+            || !matches!(
+                code,
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            )
+        {
+            return;
+        }
+        let ttl = self.refused_ttl;
+        state.refused.retain(|_, r| now.duration_since(r.at) < ttl);
+        while state.refused.len() >= MAX_REFUSED_TOKENS {
+            let oldest = state
+                .refused
+                .iter()
+                .min_by_key(|(_, r)| r.at)
+                .map(|(k, _)| *k);
+            match oldest {
+                Some(k) => state.refused.remove(&k),
+                None => break,
+            };
+        }
+        state.refused.insert(
+            key,
+            Refusal {
+                code,
+                message: err.to_string(),
+                at: now,
+            },
+        );
+    }
+}
+
+/// Removes a build from [`State::building`] when the call that joined it ends.
+struct BuildingGuard<'a> {
+    sessions: &'a PassThroughSessions,
+    key: [u8; 32],
+    cell: Arc<OnceCell<SessionContext>>,
+}
+
+impl Drop for BuildingGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.sessions.state.lock();
+        if state
+            .building
+            .get(&self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+        {
+            state.building.remove(&self.key);
+        }
+    }
+}
+
+enum Lookup {
+    Ready(SessionContext),
+    Refused(FlightSqlError),
+    Build(Arc<OnceCell<SessionContext>>),
+}
+
+fn refused_error(refusal: &Refusal) -> FlightSqlError {
+    let message = format!(
+        "{} (this token was refused recently; not retried yet)",
+        refusal.message
+    );
+    if refusal.code == tonic::Code::PermissionDenied {
+        FlightSqlError::PermissionDenied(message)
+    } else {
+        FlightSqlError::Unauthenticated(message)
     }
 }
 
@@ -217,20 +384,33 @@ impl SessionProvider for PassThroughSessions {
             )
         })?;
         let key = self.key(&token);
-        let cell = self.cell(key);
+        let cell = match self.lookup(key) {
+            Lookup::Ready(ctx) => return Ok(ctx),
+            Lookup::Refused(err) => return Err(err),
+            Lookup::Build(cell) => cell,
+        };
+        // Leaves `building` however this call ends (even dropped mid-build).
+        let _building = BuildingGuard {
+            sessions: self,
+            key,
+            cell: Arc::clone(&cell),
+        };
         let result = cell
-            .get_or_try_init(|| (self.factory)(token))
+            .get_or_try_init(|| async {
+                let _permit = self.builds.acquire().await.map_err(|_| {
+                    FlightSqlError::Internal("the session build limiter is closed".into())
+                })?;
+                // A caller that shared a failed build retries it: not if it was refused.
+                if let Some(err) = self.recent_refusal(key) {
+                    return Err(err);
+                }
+                (self.factory)(token).await
+            })
             .await
             .cloned();
-        if result.is_err() {
-            // Do not cache failures: the next call tries again.
-            let mut cache = self.cache.lock();
-            if cache
-                .get(&key)
-                .is_some_and(|e| Arc::ptr_eq(&e.cell, &cell) && !e.cell.initialized())
-            {
-                cache.remove(&key);
-            }
+        match &result {
+            Ok(ctx) => self.insert_ready(key, ctx),
+            Err(err) => self.record_failure(key, err),
         }
         result
     }
@@ -239,7 +419,7 @@ impl SessionProvider for PassThroughSessions {
         if let Some(token) = &principal.databricks_token {
             let key = self.key(token);
             // Dropped after the lock is released.
-            let removed = self.cache.lock().remove(&key);
+            let removed = self.state.lock().ready.remove(&key);
             drop(removed);
         }
     }
@@ -264,8 +444,11 @@ mod tests {
             let counter = Arc::clone(&counter);
             async move {
                 counter.fetch_add(1, Ordering::SeqCst);
-                if token.expose() == "bad" {
+                if token.expose().starts_with("bad") {
                     return Err(FlightSqlError::Unauthenticated("bad token".into()));
+                }
+                if token.expose().starts_with("flaky") {
+                    return Err(FlightSqlError::Internal("warehouse unavailable".into()));
                 }
                 let ctx = SessionContext::new();
                 // Remember whose context this is.
@@ -278,6 +461,13 @@ mod tests {
             }
         });
         (built, builder)
+    }
+
+    async fn refusal(sessions: &PassThroughSessions, token: &str) -> FlightSqlError {
+        match sessions.session(&principal(token)).await {
+            Err(err) => err,
+            Ok(_) => panic!("{token} got a context"),
+        }
     }
 
     async fn owner(ctx: &SessionContext) -> String {
@@ -322,17 +512,120 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failures_are_not_cached_and_tokens_are_required() {
+    async fn refused_tokens_are_remembered_briefly_and_other_failures_not() {
         let (built, builder) = counting();
         let sessions = builder.build();
-        assert!(sessions.session(&principal("bad")).await.is_err());
-        assert!(sessions.session(&principal("bad")).await.is_err());
-        assert_eq!(built.load(Ordering::SeqCst), 2);
+        let first = refusal(&sessions, "bad").await;
+        assert_eq!(first.code(), tonic::Code::Unauthenticated);
+        let again = refusal(&sessions, "bad").await;
+        assert_eq!(again.code(), tonic::Code::Unauthenticated);
+        assert!(again.to_string().contains("refused recently"), "{again}");
+        assert_eq!(
+            built.load(Ordering::SeqCst),
+            1,
+            "a refused token was rebuilt"
+        );
+        // A failure that says nothing about the token is retried.
+        for _ in 0..2 {
+            let err = refusal(&sessions, "flaky").await;
+            assert_eq!(err.code(), tonic::Code::Internal);
+        }
+        assert_eq!(built.load(Ordering::SeqCst), 3);
         assert_eq!(sessions.cached_identities(), 0);
         match sessions.session(&Principal::named("anonymous")).await {
             Err(err) => assert_eq!(err.code(), tonic::Code::Unauthenticated),
             Ok(_) => panic!("a principal without a token got a context"),
         }
+        // With the negative cache disabled, every attempt builds.
+        let (built, builder) = counting();
+        let sessions = builder.refused_token_ttl(Duration::ZERO).build();
+        for _ in 0..2 {
+            assert!(sessions.session(&principal("bad")).await.is_err());
+        }
+        assert_eq!(built.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_bogus_tokens_neither_evicts_nor_rebuilds_a_live_identity() {
+        let (built, builder) = counting();
+        let sessions = builder.max_identities(1).build();
+        let live = sessions
+            .session(&principal("tok-live"))
+            .await
+            .expect("live");
+        const BOGUS: usize = 200;
+        for round in 0..3 {
+            for n in 0..BOGUS {
+                let err = refusal(&sessions, &format!("bad-{n}")).await;
+                assert_eq!(err.code(), tonic::Code::Unauthenticated, "round {round}");
+            }
+        }
+        // One build for the live identity and one per bogus token, however often it came.
+        assert_eq!(built.load(Ordering::SeqCst), 1 + BOGUS);
+        assert_eq!(sessions.cached_identities(), 1);
+        let again = sessions
+            .session(&principal("tok-live"))
+            .await
+            .expect("live");
+        assert_eq!(
+            again.session_id(),
+            live.session_id(),
+            "the live identity was rebuilt"
+        );
+        assert_eq!(built.load(Ordering::SeqCst), 1 + BOGUS);
+        assert!(owner(&again).await.contains("tok-live"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_builds_are_bounded_and_shared_per_token() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let built = Arc::new(AtomicUsize::new(0));
+        let (r, p, b) = (Arc::clone(&running), Arc::clone(&peak), Arc::clone(&built));
+        let sessions = Arc::new(
+            PassThroughSessions::builder(move |_token: SecretString| {
+                let (r, p, b) = (Arc::clone(&r), Arc::clone(&p), Arc::clone(&b));
+                async move {
+                    b.fetch_add(1, Ordering::SeqCst);
+                    let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.fetch_max(now, Ordering::SeqCst);
+                    // Stay "building" long enough for the others to pile up.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    r.fetch_sub(1, Ordering::SeqCst);
+                    Ok(SessionContext::new())
+                }
+            })
+            .max_concurrent_builds(2)
+            .max_identities(100)
+            .build(),
+        );
+        let tasks: Vec<_> = (0..24)
+            .map(|n| {
+                let sessions = Arc::clone(&sessions);
+                // Three callers per token.
+                tokio::spawn(
+                    async move { sessions.session(&principal(&format!("t{}", n % 8))).await },
+                )
+            })
+            .collect();
+        let result = tokio::time::timeout(Duration::from_secs(60), async {
+            for task in tasks {
+                task.await.expect("joined").expect("built");
+            }
+        })
+        .await;
+        result.expect("hang guard");
+        assert!(
+            peak.load(Ordering::SeqCst) <= 2,
+            "peak {}",
+            peak.load(Ordering::SeqCst)
+        );
+        assert_eq!(
+            built.load(Ordering::SeqCst),
+            8,
+            "callers of one token share its build"
+        );
+        assert_eq!(sessions.cached_identities(), 8);
     }
 
     #[tokio::test]

@@ -92,8 +92,11 @@ pub enum TicketError {
         /// The version it carried.
         version: u32,
     },
-    /// The payload's lifetime is over.
-    #[error("{what} expired")]
+    /// The payload's lifetime is over: the client should plan the query again.
+    #[error(
+        "{what} expired: issue the request that returned it again (GetFlightInfo, \
+         CreatePreparedStatement) and retry"
+    )]
     Expired {
         /// What was presented.
         what: &'static str,

@@ -26,6 +26,7 @@ fn refused(code: Code) -> bool {
         code,
         Code::InvalidArgument
             | Code::Unauthenticated
+            | Code::FailedPrecondition
             | Code::PermissionDenied
             | Code::Unimplemented
     )
@@ -317,4 +318,37 @@ async fn hostile_sql_text_is_a_typed_error() {
         .await
         .expect("unharmed");
     assert_eq!(i64_column(&batches, 0), vec![10_000]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_parameter_markers_are_refused_before_planning() {
+    let server = start(fixture::builder()).await;
+    let mut c = client(&server).await;
+    for (sql, marker) in [
+        ("SELECT $3000000000", "$3000000000"),
+        ("SELECT id FROM numbers WHERE id = $0", "$0"),
+        ("SELECT id FROM numbers WHERE id = $99999", "$99999"),
+    ] {
+        let err = c.prepare(sql.to_owned(), None).await.expect_err(sql);
+        assert_eq!(code(&err), Code::InvalidArgument, "{sql}: {err}");
+        let text = fixture::message(&err);
+        assert!(text.contains(marker), "{sql}: {text}");
+    }
+    let too_many = format!("SELECT {}", vec!["?"; 65_536].join(","));
+    let err = c.prepare(too_many, None).await.expect_err("65 536 markers");
+    assert_eq!(code(&err), Code::InvalidArgument, "{err}");
+    // The server is unharmed and a marker in range still prepares.
+    let prepared = c
+        .prepare("SELECT id FROM numbers WHERE id = $1".into(), None)
+        .await
+        .expect("in range");
+    assert_eq!(
+        prepared
+            .parameter_schema()
+            .expect("parameter schema")
+            .fields()
+            .len(),
+        1
+    );
+    prepared.close().await.expect("close");
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the Flight SQL server: a Rust `FlightSqlServiceClient` over a tonic
 //! channel to a server on 127.0.0.1.
 
+mod actions;
 mod chaos;
 mod concurrency;
 mod disconnect;
@@ -14,5 +15,6 @@ mod restart;
 mod secrets;
 mod security;
 mod soak;
+mod sqlstate;
 mod statements;
 mod tls;

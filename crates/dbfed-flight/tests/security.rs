@@ -170,8 +170,12 @@ async fn forged_tampered_expired_and_foreign_tickets_are_refused() {
     let mut c = client(&expiring).await;
     let info = c.execute("SELECT 1".into(), None).await.expect("info");
     let err = fetch(&mut c, &info).await.expect_err("expired");
-    assert_eq!(code(&err), Code::Unauthenticated, "{err}");
+    // Not an authentication failure: the client re-plans (a new GetFlightInfo) and retries.
+    assert_eq!(code(&err), Code::FailedPrecondition, "{err}");
     assert!(fixture::message(&err).contains("expired"), "{err}");
+    assert!(fixture::message(&err).contains("GetFlightInfo"), "{err}");
+    let info = c.execute("SELECT 1".into(), None).await.expect("re-plan");
+    assert_eq!(info.endpoint.len(), 1);
 }
 
 #[tokio::test]

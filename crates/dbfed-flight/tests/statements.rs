@@ -213,3 +213,105 @@ async fn shutdown_and_drop_stop_the_server() {
     }
     assert!(refused, "still accepting after drop");
 }
+
+/// With `allow_writes`, writes stay in the server's in-memory tables: nothing reads or writes the
+/// server's files (`CREATE EXTERNAL TABLE`, `COPY ... TO`, DML into a file-backed table), not
+/// even under `EXPLAIN ANALYZE`; read-only mode refuses `EXPLAIN ANALYZE` of a write too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_never_touch_server_files() {
+    use std::sync::Arc;
+
+    use arrow_flight::sql::SqlInfo;
+    use datafusion::prelude::CsvReadOptions;
+    use dbfed_flight::{FlightSqlServer, StaticSessions};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let csv = dir.path().join("files.csv");
+    std::fs::write(&csv, "x\n1\n2\n").expect("write csv");
+    let secret = dir.path().join("secret.csv");
+    std::fs::write(&secret, "s\ntop-secret\n").expect("write secret");
+    let ctx = fixture::numbers_ctx();
+    ctx.register_csv(
+        "files",
+        csv.to_str().expect("utf-8 path"),
+        CsvReadOptions::new(),
+    )
+    .await
+    .expect("register csv");
+    let server =
+        start(FlightSqlServer::builder(Arc::new(StaticSessions::new(ctx))).allow_writes(true))
+            .await;
+    let mut c = client(&server).await;
+
+    let copy_target = dir.path().join("out.csv");
+    let create_external = format!(
+        "CREATE EXTERNAL TABLE leak STORED AS CSV LOCATION '{}' OPTIONS ('format.has_header' 'true')",
+        secret.display()
+    );
+    let copy = format!(
+        "COPY (SELECT id FROM numbers) TO '{}' STORED AS CSV",
+        copy_target.display()
+    );
+    let explain_copy = format!("EXPLAIN ANALYZE {copy}");
+    for (sql, kind) in [
+        (create_external.as_str(), "CREATE EXTERNAL TABLE"),
+        (copy.as_str(), "COPY"),
+        (explain_copy.as_str(), "COPY"),
+        ("INSERT INTO files VALUES (3)", "INSERT"),
+        ("EXPLAIN ANALYZE INSERT INTO files VALUES (3)", "INSERT"),
+        (
+            "SET datafusion.execution.batch_size = 1",
+            "session statements",
+        ),
+    ] {
+        let err = c.execute_update(sql.to_owned(), None).await.expect_err(sql);
+        assert_eq!(code(&err), Code::PermissionDenied, "{sql}: {err}");
+        assert!(fixture::message(&err).contains(kind), "{sql}: {err}");
+        let err = query(&mut c, sql).await.expect_err(sql);
+        assert_eq!(code(&err), Code::PermissionDenied, "{sql}: {err}");
+    }
+    assert!(
+        !copy_target.exists(),
+        "COPY wrote {}",
+        copy_target.display()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&csv).expect("read csv"),
+        "x\n1\n2\n",
+        "the file-backed table was written"
+    );
+    let err = query(&mut c, "SELECT * FROM leak")
+        .await
+        .expect_err("no table");
+    assert_ne!(code(&err), Code::Ok);
+
+    // In-memory tables still take writes, and SqlInfo says the endpoint is not read-only.
+    c.execute_update("CREATE TABLE mem (x BIGINT)".into(), None)
+        .await
+        .expect("create");
+    let inserted = c
+        .execute_update("INSERT INTO mem SELECT x FROM files".into(), None)
+        .await
+        .expect("insert into memory");
+    assert_eq!(inserted, 2);
+    let batches = query(&mut c, "SELECT sum(x) FROM mem").await.expect("sum");
+    assert_eq!(i64_column(&batches, 0), vec![3]);
+    let info = c
+        .get_sql_info(vec![SqlInfo::FlightSqlServerReadOnly])
+        .await
+        .expect("sql info");
+    let batches = fetch(&mut c, &info).await.expect("fetch");
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string();
+    assert_eq!(rows(&batches), 1, "{text}");
+    assert!(text.contains("false") && !text.contains("true"), "{text}");
+
+    // Read-only: `EXPLAIN ANALYZE` does not smuggle a write past the check.
+    let read_only = start(fixture::builder()).await;
+    let mut r = client(&read_only).await;
+    let err = query(&mut r, "EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1")
+        .await
+        .expect_err("explain analyze of a write");
+    assert_eq!(code(&err), Code::PermissionDenied, "{err}");
+}
