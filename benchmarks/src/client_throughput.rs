@@ -34,10 +34,18 @@ pub struct Args {
     /// Where the chunk files are written (default: a temporary directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Hang guard of the whole scenario, in seconds: past it the process reports what hung
+    /// and exits with code 124.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_s: u64,
 }
 
 /// Runs the scenario.
 pub fn run(args: Args) -> Result<()> {
+    let _watchdog = crate::sys::Watchdog::arm(
+        std::time::Duration::from_secs(args.timeout_s.max(1)),
+        "client-throughput",
+    );
     let sql = "SELECT * FROM samples.tpch.lineitem";
     eprintln!(
         "starting the emulator with samples.tpch at SF {}",
@@ -89,7 +97,11 @@ pub fn run(args: Args) -> Result<()> {
     for bytes in &in_memory {
         let ipc = dbfed_databricks::decode::decompress_lz4_frames(bytes, "chunk")?;
         decoded_bytes += ipc.len() as u64;
-        let batches = dbfed_databricks::decode::decode_ipc_stream(&ipc, &schema, "chunk")?;
+        let batches = dbfed_databricks::decode::decode_ipc_buffer(
+            arrow::buffer::Buffer::from_vec(ipc),
+            &schema,
+            "chunk",
+        )?;
         std::hint::black_box(batches);
     }
     let decode_mb_s = mb_per_s(decoded_bytes, started.elapsed().as_secs_f64());
@@ -104,7 +116,7 @@ pub fn run(args: Args) -> Result<()> {
             let Some(path) = files.get(i) else {
                 return Ok((rows, bytes));
             };
-            let (r, b) = decode_chunk(&std::fs::read(path)?, true)?;
+            let (r, b) = decode_chunk(std::fs::read(path)?, true)?;
             rows += r;
             bytes += b;
         }

@@ -28,10 +28,18 @@ pub struct Args {
     /// Concurrent downloads of the large result.
     #[arg(long, default_value_t = 4)]
     pub download_threads: usize,
+    /// Hang guard of the whole scenario, in seconds: past it the process reports what hung
+    /// and exits with code 124.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_s: u64,
 }
 
 /// Runs the scenario.
 pub fn run(args: Args) -> Result<()> {
+    let _watchdog = crate::sys::Watchdog::arm(
+        std::time::Duration::from_secs(args.timeout_s.max(1)),
+        "emulator-throughput",
+    );
     let emulator = Emulator::builder()
         .tpch_scale(args.scale)
         .token(TOKEN)

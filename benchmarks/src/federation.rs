@@ -237,6 +237,7 @@ pub fn run(args: Args) -> Result<()> {
                 .filter(|s| !before.contains(&s.id))
                 .collect();
             let bytes: u64 = statements.iter().map(|s| s.bytes_served).sum();
+            let sent: u64 = statements.iter().map(|s| s.request_bytes).sum();
             let rows: u64 = statements.iter().map(|s| s.rows).sum();
             let result_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             let answer = pretty_format_batches(&batches)?.to_string();
@@ -253,8 +254,8 @@ pub fn run(args: Args) -> Result<()> {
                 json!({"query": name, "pushdown": level.name, "scale": args.scale,
                        "runtime_filters": level.runtime_filters}),
                 json!({
-                    "bytes_served": bytes, "rows_served": rows, "statements": statements.len(),
-                    "wall_s": wall_s, "result_rows": result_rows,
+                    "bytes_served": bytes, "request_bytes": sent, "rows_served": rows,
+                    "statements": statements.len(), "wall_s": wall_s, "result_rows": result_rows,
                     "sql_sent": statements.iter().map(|s| truncate(&s.sql, 2000)).collect::<Vec<_>>(),
                 }),
             );
@@ -274,8 +275,13 @@ pub fn run(args: Args) -> Result<()> {
                     emulator.statements().into_iter().map(|s| s.id).collect();
                 let started = Instant::now();
                 let mut result_rows = 0;
-                for batch in client.execute(&needed_sql, &[])? {
-                    result_rows += batch?.num_rows();
+                {
+                    // The blocking read has no timeout of its own.
+                    let _watchdog =
+                        crate::sys::Watchdog::arm(timeout, &format!("{name}'s needed baseline"));
+                    for batch in client.execute(&needed_sql, &[])? {
+                        result_rows += batch?.num_rows();
+                    }
                 }
                 let wall_s = started.elapsed().as_secs_f64();
                 let statements: Vec<_> = emulator
@@ -284,6 +290,7 @@ pub fn run(args: Args) -> Result<()> {
                     .filter(|s| !before.contains(&s.id))
                     .collect();
                 let bytes: u64 = statements.iter().map(|s| s.bytes_served).sum();
+                let sent: u64 = statements.iter().map(|s| s.request_bytes).sum();
                 let rows: u64 = statements.iter().map(|s| s.rows).sum();
                 eprintln!(
                     "{name:<4} {:<18} {:>10.2} MB {rows:>10} rows served",
@@ -294,8 +301,9 @@ pub fn run(args: Args) -> Result<()> {
                     SCENARIO,
                     json!({"query": name, "pushdown": "needed", "scale": args.scale}),
                     json!({
-                        "bytes_served": bytes, "rows_served": rows, "statements": statements.len(),
-                        "wall_s": wall_s, "result_rows": result_rows,
+                        "bytes_served": bytes, "request_bytes": sent, "rows_served": rows,
+                        "statements": statements.len(), "wall_s": wall_s,
+                        "result_rows": result_rows,
                         "sql_sent": [truncate(&needed_sql, 2000)],
                     }),
                 );

@@ -13,9 +13,17 @@
 //!
 //! A stage's *read* time runs from the moment the warehouse finished the statement (the
 //! emulator's `finished_at`, same wall clock) to the stage's last batch, so the warehouse's
-//! execution time (the same for everyone) is not charged to the client; MB/s are Arrow IPC bytes
-//! (uncompressed, as decoded by the ceiling) over that time. The end-to-end wall time and the
-//! time to first batch are measured from the query's submission.
+//! execution time is not charged to the client; MB/s and rows/s are Arrow IPC bytes
+//! (uncompressed, as decoded by the ceiling) and rows over that time. The warehouse's execution
+//! time (`warehouse_execute_s`, submission to `finished_at`) is reported per stage: it is not the
+//! same for every stage, since the emulator compresses the chunks before `finished_at` when the
+//! client asks for LZ4. The end-to-end wall time and the time to first batch are measured from
+//! the query's submission; the time to first batch also from `finished_at`.
+//!
+//! With `--first-batch-chunks N` a second emulator serves the whole table in about `N` chunks
+//! (`series: "first-batch"` lines) to measure the time to first batch of a many-chunk result.
+//! With `--perf DIR` each Rust stage's child process runs under `perf record` (see
+//! [`crate::profile`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,8 +40,11 @@ use serde_json::{Value, json};
 
 use crate::classic::{ClassicClient, ClassicOptions};
 use crate::engine;
+use crate::profile::Perf;
 use crate::raw::{RawWarehouse, decode_chunk};
-use crate::sys::{Sampler, last_json_line, reset_peak_rss, run_process, status_bytes, unix_now};
+use crate::sys::{
+    Sampler, Watchdog, last_json_line, reset_peak_rss, run_process, status_bytes, unix_now,
+};
 use crate::{emit, mb_per_s, run_workers};
 
 const TOKEN: &str = "dapi-bench";
@@ -65,6 +76,15 @@ pub struct Args {
     /// Hang guard per stage, in seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_s: u64,
+    /// Also read the whole table from an emulator whose chunk size gives about this many chunks
+    /// (e.g. 100: lineitem SF 1 in chunks of 60 000 rows) through the client, executor,
+    /// DataFusion and Flight stages, for the time to first batch of a many-chunk result.
+    #[arg(long)]
+    pub first_batch_chunks: Option<u64>,
+    /// Profile each Rust stage's child process with `perf record -F 499 -g` and write a text
+    /// summary per stage into this folder (needs Linux `perf`).
+    #[arg(long)]
+    pub perf: Option<PathBuf>,
     /// Internal: run one stage in this (child) process against `--emulator-url`.
     #[arg(long, hide = true, requires_all = ["emulator_url", "sql"])]
     pub child_stage: Option<String>,
@@ -134,6 +154,26 @@ struct Ceiling {
     ipc_bytes: u64,
     lz4_bytes: u64,
     mb_s: f64,
+    secs: f64,
+}
+
+/// The lineitem statement reading `limit` rows (`0`: the whole table).
+fn lineitem_sql(limit: u64) -> String {
+    if limit == 0 {
+        "SELECT * FROM samples.tpch.lineitem".to_owned()
+    } else {
+        format!("SELECT * FROM samples.tpch.lineitem LIMIT {limit}")
+    }
+}
+
+/// What the stages of one run share.
+struct Run<'a> {
+    args: &'a Args,
+    emulator: &'a BackgroundEmulator,
+    perf: Option<&'a Perf>,
+    timeout: Duration,
+    /// `None` for the main sizes, `Some("first-batch")` for the many-chunk run.
+    series: Option<&'a str>,
 }
 
 /// Runs the scenario.
@@ -144,97 +184,42 @@ pub fn run(args: Args) -> Result<()> {
     if args.rows.is_empty() {
         bail!("--rows needs at least one size");
     }
+    if args.first_batch_chunks == Some(0) {
+        bail!("--first-batch-chunks must be at least 1");
+    }
     let timeout = Duration::from_secs(args.timeout_s.max(1));
     if let Some(stage) = &args.child_stage {
         return child(&args, Stage::parse(stage)?, timeout);
     }
+    let perf = args.perf.as_deref().map(Perf::new).transpose()?;
 
     eprintln!(
         "starting the emulator with samples.tpch at SF {}",
         args.scale
     );
     let emulator = spawn_emulator(&args, false)?;
+    let table_rows = match args.first_batch_chunks {
+        Some(_) => Some(RawWarehouse::new(emulator.url(), TOKEN)?.count("samples.tpch.lineitem")?),
+        None => None,
+    };
+    let run = Run {
+        args: &args,
+        emulator: &emulator,
+        perf: perf.as_ref(),
+        timeout,
+        series: None,
+    };
     let mut ceilings = Vec::new();
     for &limit in &args.rows {
-        let sql = if limit == 0 {
-            "SELECT * FROM samples.tpch.lineitem".to_owned()
-        } else {
-            format!("SELECT * FROM samples.tpch.lineitem LIMIT {limit}")
-        };
-        let ceiling = ceiling(&emulator, &sql, args.threads)?;
-        eprintln!(
-            "== {} rows, {:.1} MB of Arrow in {} chunks ({:.1} MB LZ4)\n{:<18} read {:>8.0} MB/s",
-            ceiling.rows,
-            ceiling.ipc_bytes as f64 / 1e6,
-            ceiling.chunks,
-            ceiling.lz4_bytes as f64 / 1e6,
-            "ceiling (disk)",
-            ceiling.mb_s,
-        );
-        emit(
-            SCENARIO,
-            params(&args, limit, "ceiling"),
-            json!({
-                "rows": ceiling.rows, "chunks": ceiling.chunks, "arrow_ipc_bytes": ceiling.ipc_bytes,
-                "lz4_bytes": ceiling.lz4_bytes, "read_mb_s": ceiling.mb_s, "ratio_to_ceiling": 1.0,
-            }),
-        );
+        let ceiling = run.ceiling(limit)?;
         for stage in Stage::ALL {
-            if stage == Stage::Flight && !cfg!(feature = "flight") {
-                eprintln!(
-                    "{:<18} skipped (built without the `flight` feature)",
-                    stage.name()
-                );
-                continue;
-            }
-            let before = statement_ids(&emulator);
-            let mut command = Command::new(std::env::current_exe()?);
-            command
-                .arg("large-result")
-                .args(["--child-stage", stage.name()])
-                .args(["--emulator-url", emulator.url()])
-                .args(["--sql", &sql])
-                .args(["--threads", &args.threads.to_string()])
-                .args(["--prefetch-mib", &args.prefetch_mib.to_string()])
-                .args(["--timeout-s", &timeout.as_secs().to_string()])
-                .env("RUST_BACKTRACE", "0");
-            let measured = run_process(command, timeout, stage.name())
-                .and_then(|stdout| last_json_line(&stdout, stage.name()))
-                .and_then(|line| {
-                    if stage == Stage::FlightCeiling {
-                        transport_figures(&ceiling, &line["figures"])
-                    } else {
-                        stage_figures(
-                            &emulator,
-                            &before,
-                            &ceiling,
-                            &line["figures"],
-                            stage.sends_sql_verbatim(),
-                        )
-                    }
-                });
-            match measured {
-                Ok(figures) => report_stage(&args, limit, stage.name(), figures),
-                // A stage that fails is reported as failed, with the statement the warehouse
-                // rejected if any; the other stages still run.
-                Err(e) => {
-                    let rejected = new_statements(&emulator, &before)
-                        .into_iter()
-                        .find(|s| s.state.as_str() == "FAILED")
-                        .map(|s| s.sql);
-                    let e = match rejected {
-                        Some(sql) => e.context(format!("the warehouse rejected: {sql}")),
-                        None => e,
-                    };
-                    stage_failed(&args, limit, stage.name(), &e);
-                }
-            }
+            run.stage(stage, limit, &ceiling);
         }
         if let Some(python) = &args.python {
             let client = ClassicClient::Sdk;
             match classic(&emulator, python, client, &ceiling, timeout) {
-                Ok(figures) => report_stage(&args, limit, client.case(), figures),
-                Err(e) => stage_failed(&args, limit, client.case(), &e),
+                Ok(figures) => report_stage(&args, limit, client.case(), None, figures),
+                Err(e) => stage_failed(&args, limit, client.case(), None, &e),
             }
         }
         ceilings.push((limit, ceiling));
@@ -248,24 +233,171 @@ pub fn run(args: Args) -> Result<()> {
             let client = ClassicClient::Connector;
             eprintln!("== {} rows", ceiling.rows);
             match classic(&emulator, python, client, ceiling, timeout) {
-                Ok(figures) => report_stage(&args, *limit, client.case(), figures),
-                Err(e) => stage_failed(&args, *limit, client.case(), &e),
+                Ok(figures) => report_stage(&args, *limit, client.case(), None, figures),
+                Err(e) => stage_failed(&args, *limit, client.case(), None, &e),
             }
         }
     } else {
         eprintln!("classic clients skipped (no --python / DBFED_TEST_PYTHON)");
     }
+
+    if let (Some(chunks), Some(rows)) = (args.first_batch_chunks, table_rows) {
+        let chunk_rows = usize::try_from(rows.div_ceil(chunks).max(1))?;
+        eprintln!(
+            "starting an emulator with chunks of {chunk_rows} rows: the whole table ({rows} rows) \
+             in about {chunks} chunks, for the time to first batch"
+        );
+        let args = Args {
+            chunk_rows,
+            ..args.clone()
+        };
+        let emulator = spawn_emulator(&args, false)?;
+        let run = Run {
+            args: &args,
+            emulator: &emulator,
+            perf: perf.as_ref(),
+            timeout,
+            series: Some(FIRST_BATCH),
+        };
+        let ceiling = run.ceiling(0)?;
+        for stage in [
+            Stage::Client,
+            Stage::Executor,
+            Stage::DataFusion,
+            Stage::Flight,
+        ] {
+            run.stage(stage, 0, &ceiling);
+        }
+    }
     Ok(())
 }
 
-fn params(args: &Args, limit: u64, stage: &str) -> Value {
-    json!({
-        "scale": args.scale, "limit": limit, "stage": stage, "threads": args.threads,
-        "chunk_rows": args.chunk_rows, "prefetch_mib": args.prefetch_mib,
-    })
+/// The `series` of the many-chunk run's lines.
+const FIRST_BATCH: &str = "first-batch";
+
+impl Run<'_> {
+    /// Fetches the chunk files of `limit` rows, measures the disk ceiling and reports it.
+    fn ceiling(&self, limit: u64) -> Result<Ceiling> {
+        let sql = lineitem_sql(limit);
+        let ceiling = ceiling(self.emulator, &sql, self.args.threads)?;
+        eprintln!(
+            "== {} rows, {:.1} MB of Arrow in {} chunks ({:.1} MB LZ4)\n{:<18} read {:>8.0} MB/s",
+            ceiling.rows,
+            ceiling.ipc_bytes as f64 / 1e6,
+            ceiling.chunks,
+            ceiling.lz4_bytes as f64 / 1e6,
+            "ceiling (disk)",
+            ceiling.mb_s,
+        );
+        emit(
+            SCENARIO,
+            params(self.args, limit, "ceiling", self.series),
+            json!({
+                "rows": ceiling.rows, "chunks": ceiling.chunks, "arrow_ipc_bytes": ceiling.ipc_bytes,
+                "lz4_bytes": ceiling.lz4_bytes, "read_mb_s": ceiling.mb_s, "ratio_to_ceiling": 1.0,
+                "read_s": ceiling.secs,
+                "rows_per_s": ceiling.rows as f64 / ceiling.secs.max(1e-3),
+            }),
+        );
+        Ok(ceiling)
+    }
+
+    /// Runs one Rust stage in a child process (under `perf` when asked) and reports it.
+    fn stage(&self, stage: Stage, limit: u64, ceiling: &Ceiling) {
+        let (args, timeout, series) = (self.args, self.timeout, self.series);
+        if stage == Stage::Flight && !cfg!(feature = "flight") {
+            eprintln!(
+                "{:<18} skipped (built without the `flight` feature)",
+                stage.name()
+            );
+            return;
+        }
+        let before = statement_ids(self.emulator);
+        let label = format!(
+            "{}-{}-{}",
+            series.unwrap_or("rows"),
+            if limit == 0 {
+                "all".to_owned()
+            } else {
+                limit.to_string()
+            },
+            stage.name()
+        );
+        let measured = std::env::current_exe()
+            .map_err(anyhow::Error::from)
+            .and_then(|exe| {
+                let mut command = Command::new(exe);
+                command
+                    .arg("large-result")
+                    .args(["--child-stage", stage.name()])
+                    .args(["--emulator-url", self.emulator.url()])
+                    .args(["--sql", &ceiling.sql])
+                    .args(["--threads", &args.threads.to_string()])
+                    .args(["--prefetch-mib", &args.prefetch_mib.to_string()])
+                    .args(["--timeout-s", &timeout.as_secs().to_string()])
+                    .env("RUST_BACKTRACE", "0");
+                let command = match self.perf {
+                    Some(perf) => perf.wrap(&command, &label),
+                    None => command,
+                };
+                run_process(command, timeout, stage.name())
+            })
+            .and_then(|stdout| last_json_line(&stdout, stage.name()))
+            .and_then(|line| {
+                if stage == Stage::FlightCeiling {
+                    transport_figures(ceiling, &line["figures"])
+                } else {
+                    stage_figures(
+                        self.emulator,
+                        &before,
+                        ceiling,
+                        &line["figures"],
+                        stage.sends_sql_verbatim(),
+                    )
+                }
+            });
+        match measured {
+            Ok(mut figures) => {
+                if let Some(perf) = self.perf {
+                    match perf.summarize(&label, timeout) {
+                        Ok(profile) => figures["profile"] = profile,
+                        Err(e) => {
+                            eprintln!("{:<18} no profile: {e:#}", stage.name());
+                            figures["profile_error"] = json!(format!("{e:#}"));
+                        }
+                    }
+                }
+                report_stage(args, limit, stage.name(), series, figures);
+            }
+            // A stage that fails is reported as failed, with the statement the warehouse
+            // rejected if any; the other stages still run.
+            Err(e) => {
+                let rejected = new_statements(self.emulator, &before)
+                    .into_iter()
+                    .find(|s| s.state.as_str() == "FAILED")
+                    .map(|s| s.sql);
+                let e = match rejected {
+                    Some(sql) => e.context(format!("the warehouse rejected: {sql}")),
+                    None => e,
+                };
+                stage_failed(args, limit, stage.name(), series, &e);
+            }
+        }
+    }
 }
 
-fn report_stage(args: &Args, limit: u64, stage: &str, figures: Value) {
+fn params(args: &Args, limit: u64, stage: &str, series: Option<&str>) -> Value {
+    let mut params = json!({
+        "scale": args.scale, "limit": limit, "stage": stage, "threads": args.threads,
+        "chunk_rows": args.chunk_rows, "prefetch_mib": args.prefetch_mib,
+    });
+    if let Some(series) = series {
+        params["series"] = json!(series);
+    }
+    params
+}
+
+fn report_stage(args: &Args, limit: u64, stage: &str, series: Option<&str>, figures: Value) {
     let mib = |v: &Value| v.as_f64().unwrap_or(0.0) / (1 << 20) as f64;
     let seconds = |key: &str| {
         figures[key]
@@ -273,19 +405,20 @@ fn report_stage(args: &Args, limit: u64, stage: &str, figures: Value) {
             .map_or("–".to_owned(), |s| format!("{s:.3} s"))
     };
     eprintln!(
-        "{stage:<18} read {:>8.0} MB/s ({:>3.0}% of the ceiling); wall {}; first batch {}; \
-         RSS peak {:.0} MiB",
+        "{stage:<18} read {:>8.0} MB/s, {:>10.0} rows/s ({:>3.0}% of the ceiling); wall {}; \
+         first batch {}; RSS peak {:.0} MiB",
         figures["read_mb_s"].as_f64().unwrap_or(0.0),
+        figures["rows_per_s"].as_f64().unwrap_or(0.0),
         100.0 * figures["ratio_to_ceiling"].as_f64().unwrap_or(0.0),
         seconds("wall_s"),
         seconds("time_to_first_batch_s"),
         mib(&figures["peak_rss_bytes"]),
     );
-    emit(SCENARIO, params(args, limit, stage), figures);
+    emit(SCENARIO, params(args, limit, stage, series), figures);
 }
 
 /// Reports a stage that failed (its error's first and last lines) and goes on.
-fn stage_failed(args: &Args, limit: u64, stage: &str, error: &anyhow::Error) {
+fn stage_failed(args: &Args, limit: u64, stage: &str, series: Option<&str>, error: &anyhow::Error) {
     let text = format!("{error:#}");
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let summary = match lines.as_slice() {
@@ -297,7 +430,7 @@ fn stage_failed(args: &Args, limit: u64, stage: &str, error: &anyhow::Error) {
     eprintln!("{stage:<18} FAILED: {summary}");
     emit(
         SCENARIO,
-        params(args, limit, stage),
+        params(args, limit, stage, series),
         json!({ "error": summary }),
     );
 }
@@ -344,6 +477,7 @@ fn ceiling(emulator: &BackgroundEmulator, sql: &str, threads: usize) -> Result<C
         ipc_bytes,
         lz4_bytes,
         mb_s: mb_per_s(ipc_bytes, secs),
+        secs,
     })
 }
 
@@ -357,7 +491,7 @@ fn read_from_disk(files: &[PathBuf], threads: usize) -> Result<(u64, u64, f64)> 
             let Some(path) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
                 return Ok((rows, bytes));
             };
-            let (r, b) = decode_chunk(&std::fs::read(path)?, true)?;
+            let (r, b) = decode_chunk(std::fs::read(path)?, true)?;
             rows += r as u64;
             bytes += b;
         }
@@ -441,6 +575,7 @@ fn stage_figures(
         "wall_s": done - started,
         "read_s": read_s,
         "read_mb_s": read_mb_s,
+        "rows_per_s": rows as f64 / read_s,
         "end_to_end_mb_s": mb_per_s(ceiling.ipc_bytes, done - started),
         "ratio_to_ceiling": read_mb_s / ceiling.mb_s.max(f64::EPSILON),
         "time_to_first_batch_s": first.map(|f| f - started),
@@ -467,6 +602,7 @@ fn transport_figures(ceiling: &Ceiling, child: &Value) -> Result<Value> {
     let mut figures = child.clone();
     figures["arrow_ipc_bytes"] = json!(ceiling.ipc_bytes);
     figures["read_mb_s"] = json!(read_mb_s);
+    figures["rows_per_s"] = json!(rows as f64 / read_s);
     figures["ratio_to_ceiling"] = json!(read_mb_s / ceiling.mb_s.max(f64::EPSILON));
     Ok(figures)
 }
@@ -500,6 +636,9 @@ fn classic(
 fn child(args: &Args, stage: Stage, timeout: Duration) -> Result<()> {
     let url = args.emulator_url.as_deref().context("--emulator-url")?;
     let sql = args.sql.as_deref().context("--sql")?;
+    // Covers what the stages' own guards do not (the Flight ceiling's untimed pre-read, the
+    // client's blocking read).
+    let _watchdog = Watchdog::arm(timeout, &format!("the {} stage", stage.name()));
     let config = ClientConfig::builder()
         .host(url)
         .warehouse_id(WAREHOUSE)

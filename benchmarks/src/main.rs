@@ -14,6 +14,7 @@ mod engine;
 mod executor_concurrency;
 mod federation;
 mod large_result;
+mod profile;
 mod raw;
 mod report;
 mod svg;
@@ -86,25 +87,77 @@ fn sweep(args: SweepArgs) -> Result<()> {
         anyhow::bail!("--levels needs at least one count, each at least 1");
     }
     let overhead = level.overhead_queries;
+    let mut failed = Vec::new();
     for (i, queries) in levels.iter().enumerate() {
         eprintln!("== {queries} concurrent queries");
         let last = i + 1 == levels.len();
-        executor_concurrency::run(executor_concurrency::Args {
+        let run = executor_concurrency::run(executor_concurrency::Args {
             queries: *queries,
             overhead_queries: if last { overhead } else { 0 },
             emulator_url: None,
             child_mode: None,
             ..level.clone()
-        })?;
+        });
+        // A failed level is recorded and the sweep goes on to the next one.
+        if let Err(e) = run {
+            let error = format!("{e:#}");
+            eprintln!("{queries} concurrent queries FAILED: {error}");
+            emit(
+                "executor-concurrency",
+                serde_json::json!({"queries": queries, "case": "failed"}),
+                serde_json::json!({"error": error.chars().take(1200).collect::<String>()}),
+            );
+            failed.push(*queries);
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("concurrency levels {failed:?} failed (their lines say why)");
     }
     Ok(())
 }
 
-/// Prints one machine-readable result line: `{"scenario", "params", "figures"}`.
+/// Where the figures come from: the git commit of the benchmark sources at run time and whether
+/// the work tree had uncommitted changes (`{"commit": "unknown"}` outside a git checkout).
+pub fn provenance() -> &'static serde_json::Value {
+    static PROVENANCE: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    PROVENANCE.get_or_init(|| {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        match git(&["rev-parse", "--short", "HEAD"]) {
+            Some(commit) if !commit.is_empty() => {
+                let dirty =
+                    git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
+                serde_json::json!({"commit": commit, "dirty": dirty, "at_unix": sys::unix_now()})
+            }
+            _ => serde_json::json!({"commit": "unknown", "at_unix": sys::unix_now()}),
+        }
+    })
+}
+
+/// Prints one machine-readable result line: `{"scenario", "params", "figures", "provenance"}`
+/// (see [`provenance`]).
 pub fn emit(scenario: &str, params: serde_json::Value, figures: serde_json::Value) {
+    // A child process's lines are read by its parent, which stamps its own.
+    let provenance = if params["child"] == serde_json::Value::Bool(true) {
+        serde_json::Value::Null
+    } else {
+        provenance().clone()
+    };
     println!(
         "{}",
-        serde_json::json!({"scenario": scenario, "params": params, "figures": figures})
+        serde_json::json!({
+            "scenario": scenario, "params": params, "figures": figures,
+            "provenance": provenance,
+        })
     );
 }
 

@@ -47,6 +47,8 @@ pub struct LineChart {
 pub struct BarChart {
     /// Title above the plot.
     pub title: String,
+    /// X axis label (what the categories are).
+    pub x_label: String,
     /// Y axis label.
     pub y_label: String,
     /// Category names along the x axis.
@@ -158,8 +160,15 @@ pub fn format_number(v: f64) -> String {
         format!("{}M", trim(v / 1e6))
     } else if a >= 1e4 {
         format!("{}k", trim(v / 1e3))
-    } else {
+    } else if a >= 0.01 {
         trim(v)
+    } else if a >= 1e-9 {
+        // Two significant digits: 0.005 is "0.005", not "0".
+        let decimals = (-a.log10()).ceil() as usize + 1;
+        let s = format!("{v:.decimals$}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        format!("{v:.1e}")
     }
 }
 
@@ -323,7 +332,7 @@ impl BarChart {
     /// The chart as an SVG document.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        header(&mut out, &self.title, "", &self.y_label);
+        header(&mut out, &self.title, &self.x_label, &self.y_label);
         let values = self.series.iter().flat_map(|(_, v)| v.iter().copied());
         let Some(y) = Axis::fit(values, self.y_log, true) else {
             let _ = writeln!(
@@ -399,6 +408,12 @@ mod tests {
         assert_eq!(format_number(20_000.0), "20k");
         assert_eq!(format_number(6_001_215.0), "6M");
         assert_eq!(format_number(1.5e9), "1.5G");
+        assert_eq!(format_number(0.005), "0.005");
+        assert_eq!(format_number(0.001), "0.001");
+        assert_eq!(format_number(0.0025), "0.0025");
+        assert_eq!(format_number(-0.004), "-0.004");
+        assert_eq!(format_number(0.05), "0.05");
+        assert_eq!(format_number(1e-12), "1.0e-12");
     }
 
     #[test]
@@ -463,6 +478,7 @@ mod tests {
     fn bar_chart_draws_one_bar_per_value() {
         let chart = BarChart {
             title: "bytes".into(),
+            x_label: "TPC-H query".into(),
             y_label: "MB".into(),
             groups: vec!["Q3".into(), "Q5".into()],
             series: vec![
@@ -473,5 +489,6 @@ mod tests {
         };
         let svg = chart.render();
         assert_eq!(svg.matches("<rect x=").count(), 3 + 1, "{svg}");
+        assert!(svg.contains(">TPC-H query</text>"), "{svg}");
     }
 }

@@ -20,6 +20,48 @@ pub fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// A process-wide hang guard: when it is not dropped within `timeout`, it prints what hung and
+/// ends the process with exit code 124 (as `timeout(1)` does), so a blocking call that never
+/// returns cannot hold the suite forever.
+#[derive(Debug)]
+pub struct Watchdog {
+    disarmed: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    /// Arms the guard for `what`.
+    pub fn arm(timeout: Duration, what: &str) -> Self {
+        let disarmed = Arc::new(AtomicBool::new(false));
+        let flag = disarmed.clone();
+        let name = what.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("bench-watchdog".into())
+            .spawn(move || {
+                let deadline = Instant::now() + timeout;
+                while Instant::now() < deadline {
+                    if flag.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if !flag.load(Ordering::Relaxed) {
+                    eprintln!("{name} did not finish within {timeout:?}: giving up");
+                    std::process::exit(124);
+                }
+            });
+        if spawned.is_err() {
+            eprintln!("cannot start the hang guard of {what}: running without it");
+        }
+        Self { disarmed }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.disarmed.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs `command` to its end (killed after `timeout` plus a grace period) and returns its
 /// stdout; fails with its stderr's tail when it fails.
 pub fn run_process(mut command: Command, timeout: Duration, what: &str) -> Result<String> {
@@ -157,6 +199,7 @@ impl Sampler {
                     r.fetch_max(status_bytes("VmRSS:").unwrap_or(0), Ordering::Relaxed);
                     let mut names = thread_names();
                     names.remove("bench-sampler");
+                    names.remove("bench-watchdog");
                     let threads: usize = names.values().sum();
                     if threads > peak.threads {
                         peak.threads = threads;
