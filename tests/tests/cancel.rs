@@ -12,7 +12,7 @@ use arrow::array::RecordBatch;
 use dbfed_emulator::{
     BackgroundEmulator, Emulator, EmulatorBuilder, StatementRecord, StatementState,
 };
-use dbfed_executor::{DatabricksDriver, ExecutionMode, Executor, ExecutorError};
+use dbfed_executor::{DatabricksDriver, ExecutionMode, Executor, ExecutorBuilder, ExecutorError};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::support::{client_builder, runtime, start};
@@ -25,20 +25,32 @@ fn setup(
     threads: usize,
     mode: ExecutionMode,
 ) -> (BackgroundEmulator, Executor) {
+    setup_with(emulator, threads, mode, |b| b)
+}
+
+/// [`setup`] whose executor `tweak` adjusts.
+fn setup_with(
+    emulator: EmulatorBuilder,
+    threads: usize,
+    mode: ExecutionMode,
+    tweak: impl FnOnce(ExecutorBuilder) -> ExecutorBuilder,
+) -> (BackgroundEmulator, Executor) {
     let emulator = start(emulator.chunk_rows(500));
     let client = client_builder(&emulator)
         .download_threads(2)
         .prefetch_bytes(64 << 10)
         .build()
         .expect("client builds");
-    let executor = Executor::builder(
-        DatabricksDriver::new(client)
-            .poll_interval(Duration::from_millis(5), Duration::from_millis(50)),
+    let executor = tweak(
+        Executor::builder(
+            DatabricksDriver::new(client)
+                .poll_interval(Duration::from_millis(5), Duration::from_millis(50)),
+        )
+        .threads(threads)
+        .pool_size(threads)
+        .queue_depth(64)
+        .mode(mode),
     )
-    .threads(threads)
-    .pool_size(threads)
-    .queue_depth(64)
-    .mode(mode)
     .build()
     .expect("executor builds");
     (emulator, executor)
@@ -201,7 +213,11 @@ fn timeouts_around_running_queries_cancel_them_on_the_warehouse() {
 #[test]
 fn futures_dropped_while_queued_never_reach_the_warehouse() {
     let rt = runtime();
-    let (emulator, executor) = setup(Emulator::builder(), 1, ExecutionMode::ThreadPerQuery);
+    // Without parking places, a paused consumer keeps its worker.
+    let (emulator, executor) =
+        setup_with(Emulator::builder(), 1, ExecutionMode::ThreadPerQuery, |b| {
+            b.max_parked(0)
+        });
     rt.block_on(async {
         // The only worker is held by a paused consumer.
         let mut holder = executor.query(LONG, &[]).await.expect("runs");

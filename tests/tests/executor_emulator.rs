@@ -192,6 +192,8 @@ fn a_full_queue_overloads_and_a_queued_query_times_out() {
         .queue_depth(1)
         .queue_timeout(Duration::from_millis(200))
         .stream_buffer(1)
+        // A paused consumer keeps its worker (and session) only without parking places.
+        .max_parked(0)
         .build()
         .expect("valid");
     let rt = runtime();
@@ -236,6 +238,7 @@ fn checkout_times_out_when_every_session_is_busy() {
         .pool_size(1)
         .pool_timeout(Duration::from_millis(200))
         .stream_buffer(1)
+        .max_parked(0)
         .build()
         .expect("valid");
     let rt = runtime();

@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,9 @@ use futures::{StreamExt, TryStreamExt};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::{Backoff, CancelToken, Driver, Execution, PendingStatement, Submitted};
+use crate::driver::{
+    Backoff, BoxedReader, CancelToken, Driver, Execution, PendingStatement, Submitted,
+};
 use crate::error::{ConfigError, DriverError, ExecutorError, Result};
 use crate::metrics::{Counters, MetricsSnapshot};
 use crate::pool::{Pool, PoolConfig, Pooled};
@@ -56,6 +59,17 @@ enum Work {
     Run { sql: String, params: Vec<Param> },
     /// Read the result of a statement the poller saw finish.
     Fetch(Box<dyn PendingStatement>),
+    /// Go on reading a result that waited (parked) for its consumer.
+    Resume(Box<Parked>),
+}
+
+/// A result whose consumer was slower than it: it waits without a worker until the consumer
+/// makes room in its stream's buffer.
+struct Parked {
+    reader: BoxedReader,
+    rows: u64,
+    /// The batch that did not fit in the buffer.
+    batch: RecordBatch,
 }
 
 struct Job {
@@ -66,6 +80,8 @@ struct Job {
     tx: mpsc::Sender<Msg>,
     end: oneshot::Sender<End>,
     span: tracing::Span,
+    /// Set while the job is parked; the stream resumes it when it takes a batch.
+    parked: Arc<AtomicBool>,
 }
 
 impl Queued for Job {
@@ -96,6 +112,8 @@ struct State {
     polling: usize,
     /// Tokens of queries being run, by query id (canceled at shutdown).
     running: HashMap<u64, CancelToken>,
+    /// Results waiting for their consumer without a worker, by query id.
+    parked: HashMap<u64, Job>,
     /// Tokens to cancel on the housekeeping thread (their callbacks may block).
     cancels: Vec<CancelToken>,
     shutdown: bool,
@@ -109,6 +127,7 @@ struct Config {
     queue_depth_per_identity: usize,
     queue_timeout: Duration,
     stream_buffer: usize,
+    max_parked: usize,
     starvation_threshold: Duration,
     mode: ExecutionMode,
     poll_interval: (Duration, Duration),
@@ -139,9 +158,35 @@ impl Shared {
             drop(job);
             return;
         }
+        if let Some(job) = state.parked.remove(&id) {
+            // Its reader is released on a worker (closing a result may block).
+            state.fetch.push_front(job);
+            self.work.notify_one();
+        }
         state.cancels.push(token.clone());
         self.housekeeping.notify_one();
         self.poller.notify_one();
+    }
+
+    /// Called by a query's consumer each time it took a message from the buffer: a result
+    /// parked for want of room goes on. Pairs with the fence in [`park`]: of a consumer making
+    /// room and a result parking at once, one sees the other.
+    pub(crate) fn made_room(&self, id: u64, parked: &AtomicBool) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if parked.load(Ordering::SeqCst) {
+            self.unpark(id);
+        }
+    }
+
+    /// Hands a parked result back to the workers (its consumer made room); a no-op when it is
+    /// not parked (any more).
+    pub(crate) fn unpark(&self, id: u64) {
+        let mut state = self.state.lock();
+        if let Some(job) = state.parked.remove(&id) {
+            job.parked.store(false, Ordering::SeqCst);
+            state.fetch.push_front(job);
+            self.work.notify_one();
+        }
     }
 }
 
@@ -160,6 +205,7 @@ pub struct ExecutorBuilder {
     pool_recycle: Option<Duration>,
     pre_ping: bool,
     stream_buffer: usize,
+    max_parked: Option<usize>,
     starvation_threshold: Duration,
     mode: ExecutionMode,
     poll_interval: (Duration, Duration),
@@ -178,6 +224,7 @@ impl fmt::Debug for ExecutorBuilder {
             .field("pool_recycle", &self.pool_recycle)
             .field("pre_ping", &self.pre_ping)
             .field("stream_buffer", &self.stream_buffer)
+            .field("max_parked", &self.max_parked)
             .field("starvation_threshold", &self.starvation_threshold)
             .field("mode", &self.mode)
             .field("poll_interval", &self.poll_interval)
@@ -251,10 +298,24 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Batches buffered between a worker and its stream; a full buffer blocks the worker
-    /// (backpressure). Default 2.
+    /// Batches buffered between a worker and its stream. Default 2.
+    ///
+    /// When the buffer is full (the consumer is slower than the result), the result *parks*:
+    /// it waits for its consumer without a worker, which goes on with other queries, and the
+    /// next worker free resumes it once the consumer took a batch. See
+    /// [`max_parked`](Self::max_parked).
     pub fn stream_buffer(mut self, batches: usize) -> Self {
         self.stream_buffer = batches;
+        self
+    }
+
+    /// Results that may wait for slow consumers without a worker at once; past it, a worker
+    /// waits with its result (backpressure), so slow consumers can hold at most this many
+    /// results plus one per worker open. Each open result holds at most the driver's prefetch
+    /// (for Databricks: `ClientBuilder::prefetch_bytes`) of downloaded data. `0` never parks.
+    /// Default: 4 × `threads`.
+    pub fn max_parked(mut self, results: usize) -> Self {
+        self.max_parked = Some(results);
         self
     }
 
@@ -371,6 +432,7 @@ impl ExecutorBuilder {
                 to_poll: Vec::new(),
                 polling: 0,
                 running: HashMap::new(),
+                parked: HashMap::new(),
                 cancels: Vec::new(),
                 shutdown: false,
                 next_id: 0,
@@ -386,6 +448,7 @@ impl ExecutorBuilder {
                 queue_depth_per_identity,
                 queue_timeout: self.queue_timeout,
                 stream_buffer: self.stream_buffer,
+                max_parked: self.max_parked.unwrap_or(threads.saturating_mul(4)),
                 starvation_threshold: self.starvation_threshold,
                 mode: self.mode,
                 poll_interval: self.poll_interval,
@@ -478,6 +541,7 @@ fn begin_shutdown(shared: &Shared) {
         shared.poller.notify_all();
         let mut queued = state.queue.drain();
         queued.extend(std::mem::take(&mut state.fetch));
+        queued.extend(std::mem::take(&mut state.parked).into_values());
         queued
     };
     for job in queued {
@@ -556,6 +620,7 @@ impl Executor {
             pool_recycle: None,
             pre_ping: false,
             stream_buffer: 2,
+            max_parked: None,
             starvation_threshold: Duration::from_secs(10),
             mode: ExecutionMode::default(),
             poll_interval: (Duration::from_millis(10), Duration::from_millis(250)),
@@ -585,6 +650,7 @@ impl Executor {
         let (tx, mut rx) = mpsc::channel(shared.config.stream_buffer);
         let (end, mut end_rx) = oneshot::channel();
         let token = CancelToken::new();
+        let parked = Arc::new(AtomicBool::new(false));
         let id = {
             let mut state = shared.state.lock();
             if state.shutdown {
@@ -618,6 +684,7 @@ impl Executor {
                     tx,
                     end,
                     span,
+                    parked: parked.clone(),
                 },
             );
             if state.queue.len() == 1 {
@@ -628,7 +695,9 @@ impl Executor {
         };
         Counters::add(&shared.counters.submitted, 1);
         let mut guard = QueryGuard::new(shared.clone(), id, token);
-        match rx.recv().await {
+        let start = rx.recv().await;
+        shared.made_room(id, &parked);
+        match start {
             Some(Msg::Start {
                 schema,
                 statement_id,
@@ -638,6 +707,7 @@ impl Executor {
                 rx,
                 end_rx,
                 guard,
+                parked,
                 self.clone(),
             )),
             Some(Msg::Batch(_)) => {
@@ -674,9 +744,9 @@ impl Executor {
     pub fn metrics(&self) -> MetricsSnapshot {
         let shared = &self.handle.shared;
         let c = &shared.counters;
-        let (queued, polling) = {
+        let (queued, polling, parked) = {
             let state = shared.state.lock();
-            (state.queue.len(), state.polling)
+            (state.queue.len(), state.polling, state.parked.len())
         };
         let (pool_in_use, pool_idle, pool_overflow) = shared.pool.sizes();
         MetricsSnapshot {
@@ -696,6 +766,8 @@ impl Executor {
             queue_timeouts: Counters::get(&c.queue_timeouts),
             pool_timeouts: Counters::get(&c.pool_timeouts),
             cancellations: Counters::get(&c.cancellations),
+            parked,
+            parks: Counters::get(&c.parks),
             panics: Counters::get(&c.panics),
             rows: Counters::get(&c.rows),
             bytes: Counters::get(&c.bytes),
@@ -775,6 +847,10 @@ fn run(shared: &Shared, mut job: Job) {
             hand_to_poller(shared, job, pending);
             return;
         }
+        Ok(Outcome::Park(parked)) => {
+            park(shared, job, parked);
+            return;
+        }
         Err(payload) => {
             Counters::add(&counters.panics, 1);
             let message = payload
@@ -842,6 +918,8 @@ enum Outcome {
     Failed(ExecutorError),
     /// Submit-and-poll: the statement runs; the poller takes it from here.
     Pending(Box<dyn PendingStatement>),
+    /// The consumer is slower than the result: it waits for the consumer without a worker.
+    Park(Box<Parked>),
 }
 
 /// Runs the job's work: a statement on a pooled session, or reading a finished result.
@@ -858,6 +936,14 @@ fn execute(shared: &Shared, job: &mut Job) -> Outcome {
                 Ok(execution) => stream(shared, job, execution),
                 Err(e) => Outcome::Failed(ExecutorError::Driver(e)),
             };
+        }
+        Work::Resume(parked) => {
+            let Parked {
+                reader,
+                rows,
+                batch,
+            } = *parked;
+            return pump(shared, job, reader, rows, Some(batch));
         }
         Work::Run { sql, params } => (sql, params),
     };
@@ -902,7 +988,7 @@ fn execute(shared: &Shared, job: &mut Job) -> Outcome {
 
 /// Feeds the result to the job's stream.
 fn stream(shared: &Shared, job: &Job, execution: Execution) -> Outcome {
-    let (mut reader, canceller, statement_id) = execution.into_parts();
+    let (reader, canceller, statement_id) = execution.into_parts();
     if let Some(id) = &statement_id {
         job.span.record("statement_id", id.as_str());
     }
@@ -916,8 +1002,44 @@ fn stream(shared: &Shared, job: &Job, execution: Execution) -> Outcome {
     if let Err(blocked) = send(job, start) {
         return blocked.outcome(shared);
     }
-    let mut rows = 0_u64;
+    pump(shared, job, reader, 0, None)
+}
+
+/// Reads the result into the job's stream, starting with `batch` (one that did not fit
+/// before), until it ends, fails, is canceled, or parks because the consumer is slower.
+fn pump(
+    shared: &Shared,
+    job: &Job,
+    mut reader: BoxedReader,
+    mut rows: u64,
+    mut batch: Option<RecordBatch>,
+) -> Outcome {
     loop {
+        if let Some(next) = batch.take() {
+            let delivered = match job.tx.try_reserve() {
+                Ok(permit) => {
+                    permit.send(Msg::Batch(next));
+                    Ok(())
+                }
+                Err(mpsc::error::TrySendError::Full(())) if may_park(shared) => {
+                    return Outcome::Park(Box::new(Parked {
+                        reader,
+                        rows,
+                        batch: next,
+                    }));
+                }
+                // Every parking place is taken: wait here with the result (backpressure).
+                Err(mpsc::error::TrySendError::Full(())) => send(job, Msg::Batch(next)),
+                Err(mpsc::error::TrySendError::Closed(())) => Err(Blocked::Closed),
+            };
+            if let Err(blocked) = delivered {
+                tracing::debug!(?blocked, "stopping the query");
+                return blocked.outcome(shared);
+            }
+        }
+        if job.token.is_canceled() {
+            return Blocked::Canceled.outcome(shared);
+        }
         match reader.next() {
             None if job.token.is_canceled() => {
                 // A reader may stop early when interrupted: after a cancel its end does not
@@ -928,14 +1050,11 @@ fn stream(shared: &Shared, job: &Job, execution: Execution) -> Outcome {
                 tracing::debug!(rows, "query complete");
                 return Outcome::Done;
             }
-            Some(Ok(batch)) => {
-                rows += batch.num_rows() as u64;
-                Counters::add(&shared.counters.rows, batch.num_rows() as u64);
-                Counters::add(&shared.counters.bytes, batch.get_array_memory_size() as u64);
-                if let Err(blocked) = send(job, Msg::Batch(batch)) {
-                    tracing::debug!(?blocked, "stopping the query");
-                    return blocked.outcome(shared);
-                }
+            Some(Ok(next)) => {
+                rows += next.num_rows() as u64;
+                Counters::add(&shared.counters.rows, next.num_rows() as u64);
+                Counters::add(&shared.counters.bytes, next.get_array_memory_size() as u64);
+                batch = Some(next);
             }
             Some(Err(e)) => {
                 if job.token.is_canceled() {
@@ -944,6 +1063,37 @@ fn stream(shared: &Shared, job: &Job, execution: Execution) -> Outcome {
                 return Outcome::Failed(ExecutorError::Driver(arrow_to_driver(e)));
             }
         }
+    }
+}
+
+/// Whether a result may park now (a parking place is free).
+fn may_park(shared: &Shared) -> bool {
+    let max = shared.config.max_parked;
+    max > 0 && shared.state.lock().parked.len() < max
+}
+
+/// Parks a result until its consumer takes a batch (see [`Shared::unpark`]).
+fn park(shared: &Shared, mut job: Job, parked: Box<Parked>) {
+    job.work = Work::Resume(parked);
+    let (id, flag, tx) = (job.id, job.parked.clone(), job.tx.clone());
+    {
+        let mut state = shared.state.lock();
+        if state.shutdown {
+            drop(state);
+            finish(&shared.counters, job, Some(ExecutorError::Shutdown));
+            return;
+        }
+        state.parked.insert(id, job);
+        flag.store(true, Ordering::SeqCst);
+        Counters::add(&shared.counters.parks, 1);
+    }
+    // Pairs with the fence in `Shared::made_room`: one of the two sees the other.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    tracing::trace!("the consumer is slower than the result: parked");
+    // The consumer may have taken a batch before the flag was set: then nobody else resumes
+    // it (a consumer that took one after sees the flag and resumes it itself).
+    if tx.capacity() > 0 {
+        shared.unpark(id);
     }
 }
 

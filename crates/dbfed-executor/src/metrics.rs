@@ -107,6 +107,7 @@ pub(crate) struct Counters {
     pub queue_timeouts: AtomicU64,
     pub pool_timeouts: AtomicU64,
     pub cancellations: AtomicU64,
+    pub parks: AtomicU64,
     pub panics: AtomicU64,
     pub rows: AtomicU64,
     pub bytes: AtomicU64,
@@ -176,6 +177,11 @@ pub struct MetricsSnapshot {
     pub pool_timeouts: u64,
     /// Queries canceled (stream or future dropped early).
     pub cancellations: u64,
+    /// Results waiting for their slow consumer without a worker now (see
+    /// `ExecutorBuilder::max_parked`).
+    pub parked: usize,
+    /// Times a result parked so far.
+    pub parks: u64,
     /// Driver panics caught.
     pub panics: u64,
     /// Rows delivered to streams.

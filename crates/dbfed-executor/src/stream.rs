@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll};
 
 use arrow::datatypes::SchemaRef;
@@ -35,6 +36,11 @@ impl QueryGuard {
     pub fn finish(&mut self) {
         self.finished = true;
     }
+
+    /// The consumer took a message: resumes the query's result if it parked for want of room.
+    fn made_room(&self, parked: &AtomicBool) {
+        self.shared.made_room(self.id, parked);
+    }
 }
 
 impl Drop for QueryGuard {
@@ -57,6 +63,8 @@ pub struct QueryStream {
     rx: mpsc::Receiver<Msg>,
     end: oneshot::Receiver<End>,
     guard: QueryGuard,
+    /// Set while the query's result waits (parked) for this consumer to take a batch.
+    parked: Arc<AtomicBool>,
     done: bool,
     /// Keeps the executor running while its stream is read, even when the caller dropped every
     /// other handle (declared last: the guard cancels an unfinished query first).
@@ -83,6 +91,7 @@ impl QueryStream {
         rx: mpsc::Receiver<Msg>,
         end: oneshot::Receiver<End>,
         guard: QueryGuard,
+        parked: Arc<AtomicBool>,
         executor: crate::Executor,
     ) -> Self {
         Self {
@@ -91,6 +100,7 @@ impl QueryStream {
             rx,
             end,
             guard,
+            parked,
             done: false,
             _executor: executor,
         }
@@ -132,7 +142,10 @@ impl Stream for QueryStream {
         }
         match self.rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Msg::Batch(batch))) => Poll::Ready(Some(Ok(batch))),
+            Poll::Ready(Some(Msg::Batch(batch))) => {
+                self.guard.made_room(&self.parked);
+                Poll::Ready(Some(Ok(batch)))
+            }
             Poll::Ready(None) => {
                 self.finish();
                 match self.end.try_recv() {

@@ -397,3 +397,50 @@ async fn evicting_identities_neither_panics_nor_blocks_nor_cuts_open_streams() {
     );
     drop(server);
 }
+
+/// More slow clients than workers: each result waits for its client without a worker (it
+/// parks), so a fast client is still served, and every slow client then gets every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_do_not_hold_the_workers() {
+    const WORKERS: usize = 2;
+    let fed = federated(Emulator::builder(), WORKERS, |b| b).await;
+    let mut slow = Vec::new();
+    for _ in 0..2 * WORKERS {
+        let mut c = client(&fed.server).await;
+        let (_, mut stream) = open(&mut c, LONG).await;
+        let rows = read_batches(&mut stream, 1).await;
+        slow.push((c, stream, rows));
+    }
+    let executor = fed.executor.clone();
+    let parked = move || executor.metrics().parked;
+    for _ in 0..600 {
+        if parked() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(parked() > 0, "{:?}", fed.executor.metrics());
+
+    let mut fast = client(&fed.server).await;
+    let batches = tokio::time::timeout(
+        Duration::from_secs(120),
+        crate::fixture::query(&mut fast, "SELECT count(*) FROM samples.tpch.lineitem"),
+    )
+    .await
+    .expect("hang guard")
+    .expect("the fast client is served while the slow ones sit unread");
+    let total = i64_column(&batches, 0)[0] as usize;
+
+    for (_client, mut stream, mut rows) in slow {
+        while let Some(batch) = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("hang guard")
+        {
+            rows += batch.expect("a batch").num_rows();
+        }
+        assert_eq!(rows, total, "a slow client gets every row");
+    }
+    let m = fed.executor.metrics();
+    assert!(m.parks > 0 && m.parked == 0, "{m:?}");
+    assert_released("slow clients served", &fed, None).await;
+}

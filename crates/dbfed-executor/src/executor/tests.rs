@@ -1311,3 +1311,97 @@ async fn a_panic_outside_a_driver_call_ends_the_stream_and_keeps_the_worker() {
     let m = executor.metrics();
     assert_eq!((m.panics, m.running, m.polling), (1, 0, 0), "{m:?}");
 }
+
+/// Reads one batch of a 20-batch result, then leaves the stream unread (a slow consumer).
+async fn read_one_and_pause(executor: &Executor) -> QueryStream {
+    let mut stream = executor.query("rows 10 20", &[]).await.expect("runs");
+    let first = stream.next().await.expect("a batch").expect("no error");
+    assert_eq!(first.num_rows(), 10);
+    stream
+}
+
+#[tokio::test]
+async fn a_slow_consumer_parks_its_result_and_frees_the_worker() {
+    let (fake, driver) = fake();
+    let executor = Executor::builder(driver)
+        .threads(1)
+        .stream_buffer(1)
+        .build()
+        .expect("valid");
+    let mut slow = read_one_and_pause(&executor).await;
+    eventually("the result parks", || executor.metrics().parked == 1).await;
+    assert_eq!(executor.metrics().running, 0, "the worker is free");
+
+    // The one worker serves another query meanwhile.
+    let other = executor.query("rows 3 2", &[]).await.expect("runs");
+    let other: Vec<RecordBatch> = other.try_collect().await.expect("no error");
+    assert_eq!(other.iter().map(RecordBatch::num_rows).sum::<usize>(), 6);
+
+    // The slow consumer goes on and gets every row, in order, with no gap.
+    let rest: Vec<RecordBatch> = (&mut slow).try_collect().await.expect("no error");
+    let values = values(&rest);
+    assert_eq!(values.len(), 190);
+    assert!(values.windows(2).all(|w| w[1] == w[0] + 1), "{values:?}");
+    let m = executor.metrics();
+    assert!(m.parks >= 1, "{m:?}");
+    assert_eq!((m.parked, m.completed, m.failed), (0, 2, 0));
+    assert_eq!(fake.readers_dropped.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn without_parking_places_a_slow_consumer_keeps_its_worker() {
+    let (_fake, driver) = fake();
+    let executor = Executor::builder(driver)
+        .threads(1)
+        .stream_buffer(1)
+        .max_parked(0)
+        .queue_timeout(Duration::from_millis(300))
+        .build()
+        .expect("valid");
+    let slow = read_one_and_pause(&executor).await;
+    eventually("the worker waits on the full buffer", || {
+        executor.metrics().running == 1
+    })
+    .await;
+    let other = executor.query("rows 3 2", &[]).await;
+    assert!(
+        matches!(other, Err(ExecutorError::QueueTimeout { .. })),
+        "{other:?}"
+    );
+    assert_eq!(executor.metrics().parks, 0);
+    drop(slow);
+}
+
+#[tokio::test]
+async fn a_parked_result_dropped_or_shut_down_releases_its_reader() {
+    let (fake, driver) = fake();
+    let executor = Executor::builder(driver)
+        .threads(1)
+        .stream_buffer(1)
+        .build()
+        .expect("valid");
+    let dropped = read_one_and_pause(&executor).await;
+    eventually("the result parks", || executor.metrics().parked == 1).await;
+    drop(dropped);
+    eventually("its reader is released", || {
+        fake.readers_dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(executor.metrics().parked, 0);
+
+    let mut shut = read_one_and_pause(&executor).await;
+    eventually("the result parks", || executor.metrics().parked == 1).await;
+    let e = executor.clone();
+    tokio::task::spawn_blocking(move || e.shutdown())
+        .await
+        .expect("shutdown returns");
+    assert_eq!(fake.readers_dropped.load(Ordering::SeqCst), 2);
+    let mut last = None;
+    while let Some(item) = shut.next().await {
+        last = Some(item);
+    }
+    assert!(
+        matches!(last, Some(Err(ExecutorError::Shutdown))),
+        "a parked result ends with Shutdown, not as complete: {last:?}"
+    );
+}
