@@ -104,6 +104,15 @@ pub enum ConfigFileError {
         /// The variable.
         variable: String,
     },
+    /// A `--set KEY=VALUE` flag is malformed, or the value it sets is invalid. `flag` shows
+    /// `KEY=VALUE` (the value redacted for secret keys).
+    #[error("--set {flag}: {message}")]
+    Override {
+        /// The flag's `KEY=VALUE`.
+        flag: String,
+        /// What is wrong: the key and the problem.
+        message: String,
+    },
     /// The Databricks settings, merged from flags, environment, file and profile, are invalid.
     #[error("{source}{}", origin_note(.origin))]
     Databricks {
@@ -228,6 +237,14 @@ pub struct EmulatorSection {
     pub chunk_rows: Option<usize>,
     /// Serve `DIR/<catalog>/<schema>/<table>.{parquet,csv}` as well.
     pub data_dir: Option<PathBuf>,
+    /// Statements the emulator remembers (default 1000): older finished ones are forgotten
+    /// with their results.
+    #[serde(default = "default_emulator_history", deserialize_with = "positive")]
+    pub history: usize,
+    /// How long a finished statement's result stays fetchable (default 1 hour, like
+    /// Databricks).
+    #[serde(default = "default_result_ttl", deserialize_with = "duration")]
+    pub result_ttl: Duration,
 }
 
 impl Default for EmulatorSection {
@@ -238,8 +255,24 @@ impl Default for EmulatorSection {
             statement_latency: Duration::ZERO,
             chunk_rows: None,
             data_dir: None,
+            history: default_emulator_history(),
+            result_ttl: default_result_ttl(),
         }
     }
+}
+
+/// Default of `emulator.history`.
+pub const DEFAULT_EMULATOR_HISTORY: usize = 1000;
+
+fn default_emulator_history() -> usize {
+    DEFAULT_EMULATOR_HISTORY
+}
+
+/// Default of `emulator.result_ttl`.
+pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(3600);
+
+fn default_result_ttl() -> Duration {
+    DEFAULT_RESULT_TTL
 }
 
 fn default_tpch_scale() -> f64 {
@@ -526,6 +559,8 @@ pub struct Config {
     pub tables: BTreeMap<String, TableSource>,
     /// Where each `databricks.*` key was written, for error messages.
     locations: BTreeMap<String, Location>,
+    /// The `--set` flags applied, in order.
+    overrides: Vec<Override>,
 }
 
 impl Config {
@@ -536,9 +571,20 @@ impl Config {
 
     /// Loads the configuration: `explicit` (`--config`, must exist), else the file named by
     /// `DBFED_CONFIG` in `env` (must exist), else `./dbfed.toml` if it exists, else defaults.
+    #[cfg(test)]
     pub fn discover(
         explicit: Option<&Path>,
         env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigFileError> {
+        Self::discover_with(explicit, env, &[])
+    }
+
+    /// [`Config::discover`], then `overrides` (`--set` flags) applied over the file (or over
+    /// the defaults when there is no file).
+    pub fn discover_with(
+        explicit: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        overrides: &[Override],
     ) -> Result<Self, ConfigFileError> {
         let path = match (explicit, env.get(CONFIG_ENV_VAR).filter(|v| !v.is_empty())) {
             (Some(path), _) => path.to_path_buf(),
@@ -546,15 +592,23 @@ impl Config {
             (None, None) => {
                 let default = PathBuf::from(DEFAULT_CONFIG_FILE);
                 if !default.is_file() {
-                    return Ok(Self::default());
+                    if overrides.is_empty() {
+                        return Ok(Self::default());
+                    }
+                    return Self::from_text("", None, env, overrides);
                 }
                 default
             }
         };
-        Self::load(&path, env)
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigFileError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Self::from_text(&text, Some(&path), env, overrides)
     }
 
     /// Reads and validates `path`, expanding `${NAME}` from `env`.
+    #[cfg(test)]
     pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Self, ConfigFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
             path: path.to_path_buf(),
@@ -564,33 +618,100 @@ impl Config {
     }
 
     /// Parses `text` as if read from `path` (used for locations and relative paths).
+    #[cfg(test)]
     pub fn parse(
         text: &str,
         path: &Path,
         env: &BTreeMap<String, String>,
     ) -> Result<Self, ConfigFileError> {
-        let locate = |offset: usize| location(text, path, offset);
+        Self::from_text(text, Some(path), env, &[])
+    }
+
+    /// Parses `text` as if read from `path` (`None`: no file), then applies `overrides`.
+    #[cfg(test)]
+    pub fn parse_with(
+        text: &str,
+        path: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        overrides: &[Override],
+    ) -> Result<Self, ConfigFileError> {
+        Self::from_text(text, path, env, overrides)
+    }
+
+    fn from_text<'i>(
+        text: &'i str,
+        path: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        overrides: &'i [Override],
+    ) -> Result<Self, ConfigFileError> {
+        let shown_path = path.map_or_else(
+            || PathBuf::from("(no configuration file)"),
+            Path::to_path_buf,
+        );
+        let locate = |offset: usize| location(text, &shown_path, offset);
         let mut root = DeTable::parse(text).map_err(|e| ConfigFileError::Syntax {
             location: locate(e.span().map_or(0, |s| s.start)),
             message: e.message().to_owned(),
         })?;
         let mut key_path = Vec::new();
         expand_table(root.get_mut(), &mut key_path, env, &locate)?;
-        let index = root.get_ref().clone();
-        let contents =
-            FileContents::deserialize(toml::de::Deserializer::from(root)).map_err(|e| {
-                let offset = e.span().map_or(0, |s| s.start);
-                let key = key_at(&index, offset).unwrap_or_else(|| "(top level)".to_owned());
-                ConfigFileError::Invalid {
-                    location: locate(offset),
-                    key,
-                    message: e.message().to_owned(),
-                }
-            })?;
 
-        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
-        let resolve = |p: &Path| {
-            if p.is_absolute() {
+        // Override `i` is given the span `first_override + i`, past the end of the text: an
+        // error whose span starts there is about that override.
+        let first_override = text.len() + 1;
+        let which_override = |offset: usize| {
+            offset
+                .checked_sub(first_override)
+                .and_then(|i| overrides.get(i).map(|o| (i, o)))
+        };
+        let invalid = |offset: usize, key: String, message: String| match which_override(offset) {
+            Some((_, over)) => ConfigFileError::Override {
+                flag: over.shown(),
+                message: over.redact(&format!("`{key}`: {message}")),
+            },
+            None => ConfigFileError::Invalid {
+                location: locate(offset),
+                key,
+                message,
+            },
+        };
+        // Each override is tried as its TOML value, then (if the key refuses it) as a string:
+        // at most one retry per override.
+        let mut as_string = vec![false; overrides.len()];
+        let mut typed_errors: Vec<Option<ConfigFileError>> =
+            overrides.iter().map(|_| None).collect();
+        let (contents, index) = loop {
+            let mut document = root.clone();
+            for (i, over) in overrides.iter().enumerate() {
+                let span = first_override + i..first_override + i + 1;
+                overrides::apply(document.get_mut(), over, span, as_string[i])?;
+            }
+            let index = document.get_ref().clone();
+            match FileContents::deserialize(toml::de::Deserializer::from(document)) {
+                Ok(contents) => break (contents, index),
+                Err(e) => {
+                    let offset = e.span().map_or(0, |s| s.start);
+                    let key = key_at(&index, offset).unwrap_or_else(|| "(top level)".to_owned());
+                    let error = invalid(offset, key, e.message().to_owned());
+                    match which_override(offset) {
+                        Some((i, over)) if !as_string[i] && over.is_typed() => {
+                            as_string[i] = true;
+                            typed_errors[i] = Some(error);
+                        }
+                        Some((i, _)) => return Err(typed_errors[i].take().unwrap_or(error)),
+                        None => return Err(error),
+                    }
+                }
+            }
+        };
+
+        let overridden = |key: &str| overrides.iter().any(|o| o.covers(key));
+        let base = path
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        let resolve = |key: &str, p: &Path| {
+            if p.is_absolute() || overridden(key) {
                 p.to_path_buf()
             } else {
                 base.join(p)
@@ -598,57 +719,78 @@ impl Config {
         };
         let mut tables = BTreeMap::new();
         for (name, value) in contents.tables {
-            let invalid = |message: String| ConfigFileError::Invalid {
-                location: locate(value.span().start),
-                key: format!("tables.{name}"),
-                message,
-            };
-            check_table_name(&name).map_err(invalid)?;
+            let key = format!("tables.{name}");
+            let fail = |message: String| invalid(value.span().start, key.clone(), message);
+            check_table_name(&name).map_err(fail)?;
             let mut source =
-                TableSource::from_path(resolve(Path::new(value.get_ref()))).map_err(invalid)?;
-            source.declared_at = Some(format!("`tables.{name}` at {}", locate(value.span().start)));
+                TableSource::from_path(resolve(&key, Path::new(value.get_ref()))).map_err(fail)?;
+            source.declared_at = Some(match which_override(value.span().start) {
+                Some((_, over)) => format!("`--set {}`", over.shown()),
+                None => format!("`{key}` at {}", locate(value.span().start)),
+            });
             tables.insert(name, source);
         }
         let mut server = contents.server;
         if let Some(tls) = &mut server.tls {
-            tls.cert = resolve(&tls.cert);
-            tls.key = resolve(&tls.key);
-            tls.client_ca = tls.client_ca.as_deref().map(resolve);
+            tls.cert = resolve("server.tls.cert", &tls.cert);
+            tls.key = resolve("server.tls.key", &tls.key);
+            tls.client_ca = tls
+                .client_ca
+                .as_deref()
+                .map(|p| resolve("server.tls.client_ca", p));
         }
         let mut emulator = contents.emulator.and_then(|e| e.0);
         if let Some(emulator) = &mut emulator {
-            emulator.data_dir = emulator.data_dir.as_deref().map(resolve);
+            emulator.data_dir = emulator
+                .data_dir
+                .as_deref()
+                .map(|p| resolve("emulator.data_dir", p));
         }
         let mut databricks = contents.databricks;
-        databricks.config_file = databricks.config_file.as_deref().map(resolve);
+        databricks.config_file = databricks
+            .config_file
+            .as_deref()
+            .map(|p| resolve("databricks.config_file", p));
         if emulator.is_some() && !databricks.is_empty() {
             let offset = index.get("emulator").map_or(0, |value| value.span().start);
-            return Err(ConfigFileError::Invalid {
-                location: locate(offset),
-                key: "emulator".to_owned(),
-                message: "the emulator and a [databricks] workspace are both configured; \
-                          keep one of them"
+            return Err(invalid(
+                offset,
+                "emulator".to_owned(),
+                "the emulator and a [databricks] workspace are both configured; \
+                 keep one of them"
                     .to_owned(),
-            });
+            ));
         }
         let mut locations = BTreeMap::new();
         if let Some(DeValue::Table(section)) = index.get("databricks").map(Spanned::get_ref) {
             for (key, value) in section {
-                locations.insert(key.get_ref().to_string(), locate(value.span().start));
+                if which_override(value.span().start).is_none() {
+                    locations.insert(key.get_ref().to_string(), locate(value.span().start));
+                }
             }
         }
         Ok(Self {
-            path: Some(path.to_path_buf()),
+            path: path.map(Path::to_path_buf),
             databricks,
             emulator,
             executor: contents.executor,
             server,
             tables,
             locations,
+            overrides: overrides.to_vec(),
         })
     }
 
+    /// Whether a `--set` flag set `databricks.<key>` (it then wins over the environment).
+    fn set_by_flag(&self, key: &str) -> Option<&Override> {
+        let key = format!("databricks.{key}");
+        self.overrides.iter().rev().find(|o| o.covers(&key))
+    }
+
     fn where_set(&self, key: &str) -> String {
+        if let Some(over) = self.set_by_flag(key) {
+            return format!("`--set {}`", over.shown());
+        }
         match self.locations.get(key) {
             Some(location) => format!("`databricks.{key}` at {location}"),
             None => format!("`databricks.{key}`"),
@@ -715,7 +857,7 @@ impl Config {
         ];
         for (field, value, vars) in file_fields {
             let Some(value) = value else { continue };
-            if vars.iter().any(|v| set(v)) {
+            if vars.iter().any(|v| set(v)) && self.set_by_flag(field).is_none() {
                 continue;
             }
             builder = match field {
@@ -731,19 +873,20 @@ impl Config {
             }
         }
         if let Some(url) = &d.azure_login_url
-            && !set("DATABRICKS_AZURE_LOGIN_APP_URL")
+            && (!set("DATABRICKS_AZURE_LOGIN_APP_URL")
+                || self.set_by_flag("azure_login_url").is_some())
         {
             builder = builder.azure_login_url(url);
             origins.insert("azure_login_url", self.where_set("azure_login_url"));
         }
         if let Some(profile) = &d.profile
-            && !set("DATABRICKS_CONFIG_PROFILE")
+            && (!set("DATABRICKS_CONFIG_PROFILE") || self.set_by_flag("profile").is_some())
         {
             builder = builder.profile(profile);
             origins.insert("profile", self.where_set("profile"));
         }
         if let Some(file) = &d.config_file
-            && !set("DATABRICKS_CONFIG_FILE")
+            && (!set("DATABRICKS_CONFIG_FILE") || self.set_by_flag("config_file").is_some())
         {
             builder = builder.config_file(file);
         }
@@ -752,7 +895,18 @@ impl Config {
             || ((set("DATABRICKS_AZURE_TENANT_ID") || set("ARM_TENANT_ID"))
                 && set("ARM_CLIENT_ID")
                 && set("ARM_CLIENT_SECRET"));
-        if !env_has_credentials {
+        let credentials_set_by_flag = [
+            "auth_type",
+            "token",
+            "client_id",
+            "client_secret",
+            "azure_tenant_id",
+            "azure_client_id",
+            "azure_client_secret",
+        ]
+        .iter()
+        .any(|key| self.set_by_flag(key).is_some());
+        if !env_has_credentials || credentials_set_by_flag {
             if let Some(credentials) = self.file_credentials() {
                 builder = builder.credentials(credentials);
             } else if let Some(auth_type) = d.auth_type
@@ -882,6 +1036,12 @@ impl Config {
                 named[0]
             ),
         };
+        if let Some(over) = self.set_by_flag(key.split('/').next().unwrap_or(key)) {
+            return Err(ConfigFileError::Override {
+                flag: over.shown(),
+                message: format!("`databricks.{key}`: {message}"),
+            });
+        }
         Err(ConfigFileError::Invalid {
             location,
             key: format!("databricks.{key}"),
@@ -1105,14 +1265,16 @@ fn opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duratio
     duration(d).map(Some)
 }
 
-fn opt_positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let v = u64::deserialize(d)?;
     if v == 0 {
         return Err(de::Error::custom("must be at least 1, got 0"));
     }
-    usize::try_from(v)
-        .map(Some)
-        .map_err(|_| de::Error::custom(format!("{v} is too large")))
+    usize::try_from(v).map_err(|_| de::Error::custom(format!("{v} is too large")))
+}
+
+fn opt_positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    positive(d).map(Some)
 }
 
 fn opt_positive_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -1165,6 +1327,9 @@ fn opt_ticket_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Se
     }
     Ok(Some(v))
 }
+
+mod overrides;
+pub use overrides::Override;
 
 #[cfg(test)]
 mod tests;

@@ -84,7 +84,18 @@ pub struct DemoArgs {
     /// TPC-H scale factor of `samples.tpch`.
     #[arg(long, default_value_t = 0.01)]
     pub tpch_scale: f64,
+    /// Statements the embedded emulator remembers (with their results); older finished ones
+    /// are forgotten, so a long-running demo keeps little memory.
+    #[arg(long, value_name = "N", default_value_t = DEMO_HISTORY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub history: usize,
+    /// How long the embedded emulator keeps a finished result fetchable (`90s`, `10m`, `1h`,
+    /// or seconds).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::emulator::parse_duration_flag)]
+    pub result_ttl: std::time::Duration,
 }
+
+/// Default of `dbfed demo --history`.
+pub const DEMO_HISTORY: usize = 100;
 
 /// Starts an embedded emulator (accepting [`DEMO_TOKEN`]) on `listen` and returns it with a
 /// client configuration pointing at it.
@@ -114,7 +125,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let (emulator, config) = embedded_emulator(
         Emulator::builder()
             .tpch_scale(args.tpch_scale)
-            .chunk_rows(20_000),
+            .chunk_rows(20_000)
+            .max_statement_history(args.history)
+            .result_ttl(args.result_ttl),
         &args.emulator_listen,
     )?;
     let config = config.build()?;
@@ -161,7 +174,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
         println!("-- ASIA 1995: revenue per nation (computed on the warehouse) against local sales targets");
         let started = Instant::now();
-        let before = emulator.statements().len();
+        // Records are matched by id: the emulator forgets old ones (`--history`).
+        let before: std::collections::HashSet<String> =
+            emulator.statements().into_iter().map(|r| r.id).collect();
         let batches = ctx
             .sql(FEDERATED_SQL)
             .await
@@ -175,7 +190,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         println!("{rows} rows in {:.0?}", started.elapsed());
         println!("\n-- pushed down to the warehouse (one statement; the join with `targets` ran locally):");
-        for record in emulator.statements().iter().skip(before) {
+        for record in emulator
+            .statements()
+            .iter()
+            .filter(|r| !before.contains(&r.id))
+        {
             if record.sql.contains("lineitem") {
                 println!("{}", record.sql);
                 let params: Vec<String> = record

@@ -60,6 +60,17 @@ pub struct EmulatorArgs {
     /// Largest chunk, in bytes of Arrow data (a chunk ends at whichever limit comes first).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub chunk_bytes: usize,
+    /// Statements remembered (with their results) for polls and `GET /_emulator/statements`;
+    /// older finished ones are forgotten.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_HISTORY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub history: usize,
+    /// How long a finished statement's result stays fetchable (`90s`, `10m`, `1h`, or seconds).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration_flag)]
+    pub result_ttl: Duration,
+    /// Deny this token (or OAuth client id) the use of the warehouse: it authenticates, but
+    /// statements answer 403 PERMISSION_DENIED, as without CAN USE (repeatable).
+    #[arg(long = "deny-warehouse", value_name = "TOKEN")]
+    pub deny_warehouse: Vec<String>,
     #[arg(long = "fault", help = crate::faults::FAULT_HELP)]
     pub faults: Vec<String>,
     /// Serve HTTPS with a fresh self-signed certificate.
@@ -91,7 +102,12 @@ impl EmulatorArgs {
             .max_concurrent_statements(self.max_concurrent_statements)
             .max_queued_statements(self.max_queued_statements)
             .chunk_rows(self.chunk_rows)
-            .chunk_bytes(self.chunk_bytes);
+            .chunk_bytes(self.chunk_bytes)
+            .max_statement_history(self.history)
+            .result_ttl(self.result_ttl);
+        for token in &self.deny_warehouse {
+            builder = builder.deny_warehouse(token);
+        }
         if let Some(dir) = &self.data_dir {
             builder = builder.data_dir(dir);
         }
@@ -129,6 +145,20 @@ impl EmulatorArgs {
         }
         Ok(builder)
     }
+}
+
+/// Default of `dbfed emulator --history` (the emulator's own default).
+pub const DEFAULT_HISTORY: usize = 10_000;
+
+/// A duration flag: `90s`, `10m`, `1h 30m` (humantime), or a number of seconds.
+pub fn parse_duration_flag(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!("{e}: expected a duration such as `90s`, `10m`, `1h` or a number of seconds")
+    })
 }
 
 /// Runs the emulator until Ctrl-C or SIGTERM. The first line on stdout is `listening on <url>`.

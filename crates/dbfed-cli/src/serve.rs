@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use dbfed_databricks::Client;
 use dbfed_databricks::config::ClientConfig;
@@ -17,7 +18,9 @@ use dbfed_flight::{
     SessionProvider, StaticSessions, TlsConfig,
 };
 
-use crate::config::{Config, DEFAULT_SERVER_LISTEN, TableSource, parse_table_flag};
+use crate::config::{
+    Config, DEFAULT_SERVER_LISTEN, ServerSection, TableSource, TlsSection, parse_table_flag,
+};
 use crate::workspace::{Target, WorkspaceArgs};
 
 /// Flags of `dbfed serve` (they win over `[server]` and `[tables]`).
@@ -30,14 +33,64 @@ pub struct ServeArgs {
     /// A local table: `name=path.parquet` or `name=path.csv` (repeatable; adds to `[tables]`).
     #[arg(long = "table", value_name = "NAME=PATH")]
     pub tables: Vec<String>,
+    /// PEM certificate chain: serve gRPC over TLS (needs --tls-key; replaces
+    /// `server.tls.cert`).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (replaces `server.tls.key`).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: clients must present a certificate it signed (mutual TLS; needs TLS from
+    /// --tls-cert or `[server.tls]`; replaces `server.tls.client_ca`).
+    #[arg(long, value_name = "PATH")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Allow INSERT/UPDATE/DELETE/CREATE on the server's in-memory tables (sets
+    /// `server.allow_writes`; they never reach the warehouse or the table files).
+    #[arg(long)]
+    pub allow_writes: bool,
+    /// Use each client's bearer token as its own Databricks token, so that the workspace's
+    /// grants decide what each user sees (sets `server.auth.pass_through`).
+    #[arg(long)]
+    pub pass_through: bool,
     #[command(flatten)]
     pub workspace: WorkspaceArgs,
+}
+
+impl ServeArgs {
+    /// Applies the `[server]` flags over the file's section.
+    pub fn apply_to(&self, server: &mut ServerSection) -> Result<()> {
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let client_ca = server.tls.take().and_then(|tls| tls.client_ca);
+            server.tls = Some(TlsSection {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca,
+            });
+        }
+        if let Some(ca) = &self.tls_client_ca {
+            match &mut server.tls {
+                Some(tls) => tls.client_ca = Some(ca.clone()),
+                None => bail!(
+                    "--tls-client-ca needs TLS: add --tls-cert and --tls-key, or a [server.tls] \
+                     section"
+                ),
+            }
+        }
+        if self.allow_writes {
+            server.allow_writes = true;
+        }
+        if self.pass_through {
+            server.auth.pass_through = true;
+        }
+        Ok(())
+    }
 }
 
 /// Runs `dbfed serve` until Ctrl-C or SIGTERM; both stop it cleanly (exit code 0): the
 /// server stops, and statements still running on the warehouse are canceled.
 pub fn run(args: ServeArgs) -> Result<()> {
-    let target = Target::resolve(&args.workspace)?;
+    let mut target = Target::resolve(&args.workspace)?;
+    args.apply_to(&mut target.config.server)?;
     let mut tables = target.config.tables.clone();
     for spec in &args.tables {
         let (name, source) = parse_table_flag(spec).map_err(anyhow::Error::msg)?;
@@ -257,4 +310,69 @@ fn uuid_like() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(std::iter::once("serve").chain(flags.iter().copied()))
+            .expect("valid flags")
+            .serve
+    }
+
+    #[test]
+    fn flags_replace_the_server_section() {
+        let mut server = ServerSection {
+            tls: Some(TlsSection {
+                cert: "file.pem".into(),
+                key: "file.key".into(),
+                client_ca: Some("file-ca.pem".into()),
+            }),
+            ..ServerSection::default()
+        };
+        args(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--allow-writes",
+        ])
+        .apply_to(&mut server)
+        .expect("applies");
+        let tls = server.tls.as_ref().expect("tls");
+        assert_eq!(tls.cert, PathBuf::from("c.pem"));
+        assert_eq!(tls.key, PathBuf::from("k.pem"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("file-ca.pem")));
+        assert!(server.allow_writes);
+        assert!(!server.auth.pass_through);
+
+        args(&["--tls-client-ca", "ca.pem", "--pass-through"])
+            .apply_to(&mut server)
+            .expect("applies");
+        let tls = server.tls.as_ref().expect("tls");
+        assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
+        assert!(server.auth.pass_through);
+    }
+
+    #[test]
+    fn a_client_ca_without_tls_is_refused() {
+        let mut server = ServerSection::default();
+        let error = args(&["--tls-client-ca", "ca.pem"])
+            .apply_to(&mut server)
+            .expect_err("no TLS");
+        assert!(error.to_string().contains("--tls-cert"), "{error}");
+        assert!(
+            Cli::try_parse_from(["serve", "--tls-cert", "c.pem"]).is_err(),
+            "--tls-cert needs --tls-key"
+        );
+    }
 }

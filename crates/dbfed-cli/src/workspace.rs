@@ -8,7 +8,7 @@ use dbfed_databricks::config::ClientConfig;
 use dbfed_databricks::{Client, ClientBuilder};
 use dbfed_emulator::{BackgroundEmulator, Emulator};
 
-use crate::config::{Config, DatabricksFlags, EmulatorSection, process_env};
+use crate::config::{Config, DatabricksFlags, EmulatorSection, Override, process_env};
 
 /// Flags shared by `query`, `check` and `serve`: the configuration file and the workspace.
 #[derive(Debug, Clone, Default, Args)]
@@ -19,6 +19,11 @@ pub struct WorkspaceArgs {
     /// Use an embedded warehouse emulator with `samples.tpch` instead of a workspace.
     #[arg(long)]
     pub emulator: bool,
+    /// Override one configuration key: `KEY=VALUE`, e.g. `executor.threads=8`,
+    /// `server.allow_writes=true`, `emulator.history=50` (repeatable; applied in order over the
+    /// file, checked like it; the value is TOML, else a string).
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    pub set: Vec<String>,
     #[command(flatten)]
     pub databricks: DatabricksFlags,
 }
@@ -39,7 +44,12 @@ impl Target {
     /// Loads the configuration and resolves the target (starting the emulator if asked for).
     pub fn resolve(args: &WorkspaceArgs) -> Result<Self> {
         let env = process_env();
-        let config = Config::discover(args.config.as_deref(), &env)?;
+        let overrides = args
+            .set
+            .iter()
+            .map(|spec| Override::parse(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = Config::discover_with(args.config.as_deref(), &env, &overrides)?;
         let emulator_section = if args.emulator {
             Some(config.emulator.clone().unwrap_or_default())
         } else {
@@ -127,7 +137,9 @@ pub fn start_emulator(
 )> {
     let mut builder = Emulator::builder()
         .tpch_scale(section.tpch_scale)
-        .statement_latency(section.statement_latency);
+        .statement_latency(section.statement_latency)
+        .max_statement_history(section.history)
+        .result_ttl(section.result_ttl);
     if let Some(rows) = section.chunk_rows {
         builder = builder.chunk_rows(rows);
     }

@@ -221,3 +221,143 @@ fn an_invalid_configuration_fails_the_first_step() {
         "{out}"
     );
 }
+
+#[test]
+fn a_token_without_can_use_on_the_warehouse_is_a_403_permission_denied() {
+    let home = tempfile::tempdir().expect("temp home");
+    let emulator = start_emulator(
+        home.path(),
+        &[
+            "--token",
+            "dapi-no-can-use",
+            "--deny-warehouse",
+            "dapi-no-can-use",
+        ],
+    );
+    let (ok, out) = check(
+        home.path(),
+        &format!(
+            "[databricks]\nhost = \"{}\"\nwarehouse_id = \"wh7\"\ntoken = \"dapi-no-can-use\"\n",
+            emulator.url
+        ),
+    );
+    assert!(!ok, "{out}");
+    let failed = line(&out, "warehouse");
+    assert!(
+        failed.starts_with("FAIL")
+            && failed.contains("HTTP 403 permission denied")
+            && failed.contains("may not use warehouse wh7")
+            && failed.contains("CAN USE")
+            && failed.contains("You do not have permission to use the SQL warehouse"),
+        "{out}"
+    );
+    assert!(
+        !failed.contains("invalid or expired"),
+        "not mistaken for a bad token: {out}"
+    );
+    assert!(!out.contains("dapi-no-can-use"), "{out}");
+    // The same workspace with an allowed token passes.
+    let (ok, out) = check(
+        home.path(),
+        &format!(
+            "[databricks]\nhost = \"{}\"\nwarehouse_id = \"wh7\"\ntoken = \"dapi-cli-test\"\n",
+            emulator.url
+        ),
+    );
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn a_schema_without_a_grant_is_reported() {
+    let home = tempfile::tempdir().expect("temp home");
+    let emulator = start_emulator(
+        home.path(),
+        &[
+            "--token",
+            "dapi-limited",
+            "--grant",
+            "dapi-limited=samples.other",
+        ],
+    );
+    let (ok, out) = check(
+        home.path(),
+        &format!(
+            "[databricks]\nhost = \"{}\"\nwarehouse_id = \"w\"\ntoken = \"dapi-limited\"\ncatalog = \"samples\"\nschema = \"tpch\"\n",
+            emulator.url
+        ),
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        line(&out, "catalogs").starts_with("ok") && line(&out, "catalogs").contains("samples"),
+        "the catalog is visible: {out}"
+    );
+    let failed = line(&out, "catalog");
+    assert!(
+        failed.starts_with("FAIL")
+            && failed.contains("schema `samples.tpch` is not visible")
+            && failed.contains("USE SCHEMA"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_statement_slower_than_the_timeout_is_diagnosed_as_a_timeout() {
+    let home = tempfile::tempdir().expect("temp home");
+    // The warehouse answers after 10 minutes; the check gives each step 2 seconds.
+    let emulator = start_emulator(home.path(), &["--statement-latency-ms", "600000"]);
+    let config = write_config(
+        home.path(),
+        &format!(
+            "[databricks]\nhost = \"{}\"\nwarehouse_id = \"w\"\ntoken = \"dapi-cli-test\"\n",
+            emulator.url
+        ),
+    );
+    let output = run(dbfed(home.path()).args(["check", "--timeout", "2s", "--config", &config]));
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}\n{}", stderr(&output));
+    assert!(line(&out, "auth").starts_with("ok"), "{out}");
+    let failed = line(&out, "warehouse");
+    assert!(
+        failed.starts_with("FAIL")
+            && failed.contains("no result within the timeout")
+            && failed.contains("--timeout"),
+        "{out}"
+    );
+}
+
+#[test]
+fn set_flags_override_the_file() {
+    let home = tempfile::tempdir().expect("temp home");
+    let emulator = start_emulator(home.path(), &["--warehouse-id", "the-real-one"]);
+    let config = write_config(
+        home.path(),
+        &format!(
+            "[databricks]\nhost = \"{}\"\nwarehouse_id = \"typo\"\ntoken = \"dapi-cli-test\"\n",
+            emulator.url
+        ),
+    );
+    let output = run(dbfed(home.path())
+        // `--set` wins over the environment too, like the other flags.
+        .env("DATABRICKS_WAREHOUSE_ID", "env-typo")
+        .args([
+            "check",
+            "--timeout",
+            "20s",
+            "--config",
+            &config,
+            "--set",
+            "databricks.warehouse_id=the-real-one",
+            "--set",
+            "databricks.catalog=samples",
+        ]));
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    assert!(
+        line(&out, "config").contains("warehouse the-real-one"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "catalog").contains("samples is visible"),
+        "{out}"
+    );
+}

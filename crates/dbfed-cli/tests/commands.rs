@@ -208,3 +208,112 @@ fn emulator_faults_from_the_command_line() {
         stderr(&bad)
     );
 }
+
+/// Runs `sql` on the emulator process and returns the statement's JSON.
+fn execute(http: &reqwest::blocking::Client, url: &str, sql: &str) -> serde_json::Value {
+    http.post(format!("{url}/api/2.0/sql/statements"))
+        .bearer_auth("dapi-cli-test")
+        .json(&serde_json::json!({ "statement": sql, "warehouse_id": "w" }))
+        .send()
+        .expect("request")
+        .json()
+        .expect("json")
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+#[test]
+fn emulator_history_forgets_the_oldest_statements() {
+    let home = tempfile::tempdir().expect("temp home");
+    let emulator = start_emulator(home.path(), &["--history", "2"]);
+    let http = http();
+    let ids: Vec<String> = ["SELECT 1 AS a", "SELECT 2 AS b", "SELECT 3 AS c"]
+        .iter()
+        .map(|sql| {
+            let answer = execute(&http, &emulator.url, sql);
+            assert_eq!(answer["status"]["state"], "SUCCEEDED", "{answer}");
+            answer["statement_id"]
+                .as_str()
+                .expect("a statement id")
+                .to_owned()
+        })
+        .collect();
+    let records: serde_json::Value = http
+        .get(format!("{}/_emulator/statements", emulator.url))
+        .send()
+        .expect("statements")
+        .json()
+        .expect("json");
+    let sqls: Vec<&str> = records
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|r| r["sql"].as_str())
+        .collect();
+    assert_eq!(sqls, ["SELECT 2 AS b", "SELECT 3 AS c"], "{records}");
+    let poll = |id: &str| {
+        http.get(format!("{}/api/2.0/sql/statements/{id}", emulator.url))
+            .bearer_auth("dapi-cli-test")
+            .send()
+            .expect("poll")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(poll(&ids[0]), 404, "the oldest statement is forgotten");
+    assert_eq!(poll(&ids[2]), 200);
+}
+
+#[test]
+fn emulator_result_ttl_closes_finished_results() {
+    let home = tempfile::tempdir().expect("temp home");
+    let emulator = start_emulator(home.path(), &["--result-ttl", "0s"]);
+    let http = http();
+    let answer = execute(&http, &emulator.url, "SELECT 1 AS a");
+    assert_eq!(answer["status"]["state"], "SUCCEEDED", "{answer}");
+    let id = answer["statement_id"].as_str().expect("an id").to_owned();
+    // The emulator sweeps expired results about once a second: poll until CLOSED (bounded).
+    let mut state = String::new();
+    for _ in 0..600 {
+        let polled: serde_json::Value = http
+            .get(format!("{}/api/2.0/sql/statements/{id}", emulator.url))
+            .bearer_auth("dapi-cli-test")
+            .send()
+            .expect("poll")
+            .json()
+            .expect("json");
+        state = polled["status"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if state == "CLOSED" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(state, "CLOSED", "a zero result TTL closes the result");
+}
+
+#[test]
+fn emulator_history_and_ttl_flags_are_validated() {
+    let home = tempfile::tempdir().expect("temp home");
+    for (flag, value) in [
+        ("--history", "0"),
+        ("--history", "many"),
+        ("--result-ttl", "soon"),
+    ] {
+        let output = run(dbfed(home.path()).args(["emulator", flag, value]));
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}");
+        assert!(stderr(&output).contains(flag), "{}", stderr(&output));
+    }
+    let output = run(dbfed(home.path()).args(["demo", "--help"]));
+    let help = stdout(&output);
+    assert!(
+        help.contains("--history") && help.contains("[default: 100]"),
+        "{help}"
+    );
+}

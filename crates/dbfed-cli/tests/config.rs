@@ -116,3 +116,53 @@ fn a_missing_table_file_names_the_key_and_the_config_file() {
     assert!(err.contains("gone/targets.parquet"), "{err}");
     assert!(err.contains("does not exist"), "{err}");
 }
+
+#[test]
+fn a_bad_set_flag_is_named() {
+    let home = tempfile::tempdir().expect("temp home");
+    let config = write_config(home.path(), "emulator = true\n[executor]\nthreads = 2\n");
+    let failing = |sets: &[&str]| {
+        let mut command = dbfed(home.path());
+        command.args(["query", "--config", &config]);
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        let output = run(command.arg("SELECT 1"));
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        stderr(&output)
+    };
+    let err = failing(&["executor.threads=abc"]);
+    assert!(
+        err.contains("--set executor.threads=abc: `executor.threads`:"),
+        "{err}"
+    );
+    let err = failing(&["executor.thread=4"]);
+    assert!(
+        err.contains("--set executor.thread=4") && err.contains("unknown field `thread`"),
+        "{err}"
+    );
+    let err = failing(&["executor.threads"]);
+    assert!(
+        err.contains("--set executor.threads: expected KEY=VALUE"),
+        "{err}"
+    );
+    let err = failing(&["server.auth.tokens=dapi-flag-secret"]);
+    assert!(err.contains("server.auth.tokens=[REDACTED]"), "{err}");
+    assert!(!err.contains("dapi-flag-secret"), "{err}");
+
+    // A valid override runs: the embedded emulator's history is set through `--set`.
+    let output = run(dbfed(home.path()).args([
+        "query",
+        "--config",
+        &config,
+        "--set",
+        "emulator.history=1",
+        "--set",
+        "executor.threads=1",
+        "--format",
+        "csv",
+        "SELECT 41 + 1 AS answer",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output).trim(), "answer\n42");
+}

@@ -5,4 +5,5 @@ mod commands;
 mod config;
 mod query;
 mod serve;
+mod serve_flags;
 mod support;

@@ -363,13 +363,22 @@ fn parse_confs(obj: &Map<String, Value>) -> Result<BTreeMap<String, String>, Api
     }
 }
 
-fn check_warehouse(shared: &Shared, warehouse_id: &str) -> Result<(), ApiError> {
+/// The warehouse must exist (404 otherwise) and the caller may use it (403 otherwise).
+fn check_warehouse(
+    shared: &Shared,
+    identity: &Identity,
+    warehouse_id: &str,
+) -> Result<(), ApiError> {
     match &shared.config.warehouse_id {
         Some(pinned) if pinned != warehouse_id => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "RESOURCE_DOES_NOT_EXIST",
             format!("SQL warehouse {warehouse_id} does not exist."),
         )),
+        _ if identity.warehouse_denied => Err(ApiError::permission_denied(format!(
+            "You do not have permission to use the SQL warehouse {warehouse_id}. \
+             Ask a workspace admin for the CAN USE permission."
+        ))),
         _ => Ok(()),
     }
 }
@@ -398,7 +407,7 @@ pub(crate) async fn execute_statement(
         )));
     }
     let warehouse_id = required_string(&obj, "warehouse_id")?;
-    check_warehouse(&shared, &warehouse_id)?;
+    check_warehouse(&shared, &identity, &warehouse_id)?;
     let disposition = enum_value(
         &obj,
         "disposition",
@@ -908,12 +917,13 @@ fn statement_response(
 /// `POST /api/2.0/sql/sessions`.
 pub(crate) async fn create_session(
     State(shared): State<Arc<Shared>>,
+    Extension(identity): Extension<Identity>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body = read_body(body)?;
     let obj = parse_object(&body)?;
     let warehouse_id = required_string(&obj, "warehouse_id")?;
-    check_warehouse(&shared, &warehouse_id)?;
+    check_warehouse(&shared, &identity, &warehouse_id)?;
     let session = Session {
         warehouse_id,
         catalog: opt_string(&obj, "catalog")?,

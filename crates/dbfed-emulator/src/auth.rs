@@ -38,6 +38,8 @@ pub(crate) struct IssuedToken {
 pub(crate) struct Identity {
     pub label: String,
     pub grants: Option<Grants>,
+    /// The identity may not use the warehouse ([`crate::EmulatorBuilder::deny_warehouse`]).
+    pub warehouse_denied: bool,
 }
 
 fn eq_secret(a: &str, b: &str) -> bool {
@@ -69,6 +71,7 @@ pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Ident
         return Ok(Identity {
             label: issued.identity,
             grants: shared.grants.get(&issued.client_id).cloned(),
+            warehouse_denied: is_denied(shared, &issued.client_id),
         });
     }
     let configured = &shared.config.tokens;
@@ -78,7 +81,17 @@ pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Ident
     Ok(Identity {
         label: token_identity(token),
         grants: shared.grants.get(token).cloned(),
+        warehouse_denied: is_denied(shared, token),
     })
+}
+
+/// Whether `token_or_client_id` is denied the warehouse.
+fn is_denied(shared: &Shared, token_or_client_id: &str) -> bool {
+    shared
+        .config
+        .warehouse_denied
+        .iter()
+        .any(|denied| eq_secret(&denied.0, token_or_client_id))
 }
 
 /// Checks client credentials against the configured OAuth clients.

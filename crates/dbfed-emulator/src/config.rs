@@ -41,6 +41,7 @@ pub struct EmulatorBuilder {
     pub(crate) token_lifetime: Duration,
     pub(crate) azure_tenant: Option<String>,
     pub(crate) grants: Vec<(Secret, Vec<String>)>,
+    pub(crate) warehouse_denied: Vec<Secret>,
     pub(crate) warehouse_id: Option<String>,
     pub(crate) statement_latency: Duration,
     pub(crate) chunk_latency: Duration,
@@ -68,6 +69,7 @@ impl Default for EmulatorBuilder {
             token_lifetime: Duration::from_secs(3600),
             azure_tenant: None,
             grants: Vec::new(),
+            warehouse_denied: Vec::new(),
             warehouse_id: None,
             statement_latency: Duration::ZERO,
             chunk_latency: Duration::ZERO,
@@ -100,6 +102,7 @@ impl fmt::Debug for EmulatorBuilder {
             .field("token_lifetime", &self.token_lifetime)
             .field("azure_tenant", &self.azure_tenant)
             .field("grants", &self.grants.len())
+            .field("warehouse_denied", &self.warehouse_denied.len())
             .field("warehouse_id", &self.warehouse_id)
             .field("statement_latency", &self.statement_latency)
             .field("chunk_latency", &self.chunk_latency)
@@ -174,6 +177,16 @@ impl EmulatorBuilder {
             Secret(token_or_client_id.into()),
             entries.into_iter().map(Into::into).collect(),
         ));
+        self
+    }
+
+    /// Deny this token (a static token, or the client id of an OAuth client) the use of the
+    /// warehouse, as a workspace does for an identity without CAN USE on it: it authenticates,
+    /// but executing statements and opening sessions answer 403 `PERMISSION_DENIED` ("You do not
+    /// have permission to use the SQL warehouse ..."). Default: no token is denied.
+    pub fn deny_warehouse(mut self, token_or_client_id: impl Into<String>) -> Self {
+        self.warehouse_denied
+            .push(Secret(token_or_client_id.into()));
         self
     }
 

@@ -98,6 +98,12 @@ impl ApiError {
         }
     }
 
+    /// 403 `PERMISSION_DENIED`: authenticated, but not allowed (e.g. no CAN USE on the
+    /// warehouse).
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message)
+    }
+
     /// 429 with `Retry-After` (seconds).
     pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u32) -> Self {
         let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", message);

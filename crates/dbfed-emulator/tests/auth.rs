@@ -206,3 +206,40 @@ async fn host_metadata_is_public() {
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["oidc_endpoint"], format!("{}/oidc", handle.url()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_denied_the_warehouse_gets_403_permission_denied() {
+    let handle = start(
+        Emulator::builder()
+            .token("dapi-no-can-use")
+            .deny_warehouse("dapi-no-can-use"),
+    )
+    .await;
+    let denied = execute(handle.url(), Some("Bearer dapi-no-can-use")).await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let body: Value = denied.json().await.expect("json");
+    assert_eq!(body["error_code"], json!("PERMISSION_DENIED"));
+    let message = body["message"].as_str().expect("a message");
+    assert!(
+        message.contains("You do not have permission to use the SQL warehouse")
+            && message.contains(WAREHOUSE),
+        "{message}"
+    );
+    let session = reqwest::Client::new()
+        .post(format!("{}/api/2.0/sql/sessions", handle.url()))
+        .bearer_auth("dapi-no-can-use")
+        .json(&json!({ "warehouse_id": WAREHOUSE }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(session.status(), StatusCode::FORBIDDEN);
+    assert!(handle.statements().is_empty(), "nothing ran");
+    // Another token still uses the warehouse.
+    let allowed = execute(
+        handle.url(),
+        Some(&format!("Bearer {}", crate::common::TOKEN)),
+    )
+    .await;
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert_eq!(handle.statements().len(), 1);
+}

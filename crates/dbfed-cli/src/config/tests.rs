@@ -712,3 +712,163 @@ tokens = ["${SET}", "${OTHER:-fallback}"]
 nation = "data/nation.parquet"
 "#;
 }
+
+mod overrides {
+    use super::*;
+
+    fn with(text: &str, sets: &[&str]) -> Result<Config, ConfigFileError> {
+        let overrides = sets
+            .iter()
+            .map(|s| Override::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Config::parse_with(
+            text,
+            Some(Path::new("/etc/dbfed/dbfed.toml")),
+            &env(&[]),
+            &overrides,
+        )
+    }
+
+    #[test]
+    fn a_set_flag_replaces_or_adds_a_key() {
+        let config = with(
+            "[executor]\nthreads = 2\nqueue_depth = 7\n",
+            &["executor.threads=8", "server.allow_writes=true"],
+        )
+        .expect("valid");
+        assert_eq!(config.executor.threads, Some(8));
+        assert_eq!(config.executor.queue_depth, Some(7), "other keys stay");
+        assert!(config.server.allow_writes);
+        // Later flags win; TOML values of every kind.
+        let config = with(
+            "",
+            &[
+                "executor.threads=3",
+                "executor.threads=5",
+                "executor.queue_timeout=90s",
+                "server.auth.tokens=[\"a\", \"b\"]",
+                "server.tls={ cert = \"c.pem\", key = \"k.pem\" }",
+            ],
+        )
+        .expect("valid");
+        assert_eq!(config.executor.threads, Some(5));
+        assert_eq!(config.executor.queue_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(config.server.auth.tokens.len(), 2);
+        let tls = config.server.tls.expect("tls");
+        assert_eq!(
+            tls.cert,
+            PathBuf::from("c.pem"),
+            "relative to the current directory"
+        );
+    }
+
+    #[test]
+    fn a_value_the_key_refuses_as_toml_is_retried_as_a_string() {
+        let config = with(
+            "",
+            &[
+                "databricks.warehouse_id=1234",
+                "databricks.host=h.example.com",
+            ],
+        )
+        .expect("valid");
+        assert_eq!(config.databricks.warehouse_id.as_deref(), Some("1234"));
+        assert_eq!(config.databricks.host.as_deref(), Some("h.example.com"));
+    }
+
+    #[test]
+    fn the_emulator_section_takes_set_keys() {
+        let config = with(
+            "emulator = true\n",
+            &["emulator.history=5", "emulator.result_ttl=2m"],
+        )
+        .expect("valid");
+        let emulator = config.emulator.expect("the emulator");
+        assert_eq!(emulator.history, 5);
+        assert_eq!(emulator.result_ttl, Duration::from_secs(120));
+        let defaults = with("emulator = true\n", &[]).expect("valid").emulator;
+        let defaults = defaults.expect("the emulator");
+        assert_eq!(defaults.history, DEFAULT_EMULATOR_HISTORY);
+        assert_eq!(defaults.result_ttl, DEFAULT_RESULT_TTL);
+    }
+
+    #[test]
+    fn bad_keys_and_values_name_the_flag() {
+        let message =
+            |text: &str, sets: &[&str]| with(text, sets).expect_err("invalid").to_string();
+        let bad = message("[executor]\nthreads = 2\n", &["executor.threads=abc"]);
+        assert!(
+            bad.starts_with("--set executor.threads=abc: `executor.threads`:"),
+            "{bad}"
+        );
+        let zero = message("", &["executor.threads=0"]);
+        assert!(
+            zero.starts_with("--set executor.threads=0: `executor.threads`: must be at least 1"),
+            "the typed error is reported, not the retry's: {zero}"
+        );
+        let unknown = message("", &["executor.thread=4"]);
+        assert!(
+            unknown.starts_with("--set executor.thread=4:")
+                && unknown.contains("unknown field `thread`"),
+            "{unknown}"
+        );
+        let section = message("", &["nosuch.key=1"]);
+        assert!(section.contains("unknown field `nosuch`"), "{section}");
+        let not_table = message("[executor]\nthreads = 2\n", &["executor.threads.x=1"]);
+        assert!(
+            not_table.contains("`executor.threads` is an integer"),
+            "{not_table}"
+        );
+        let table = message("", &["tables.t=data.txt"]);
+        assert!(
+            table.starts_with("--set tables.t=data.txt: `tables.t`:"),
+            "{table}"
+        );
+        // A file error still names the file.
+        let file = message("[executor]\nthreads = -1\n", &["executor.queue_depth=3"]);
+        assert!(file.contains("dbfed.toml:2:11"), "{file}");
+    }
+
+    #[test]
+    fn secret_values_set_by_flag_never_appear_in_errors() {
+        let error = with("", &["server.auth.tokens=dapi-secret-xyz"])
+            .expect_err("not a list")
+            .to_string();
+        assert!(error.contains("server.auth.tokens=[REDACTED]"), "{error}");
+        assert!(!error.contains("dapi-secret-xyz"), "{error}");
+        let error = with("", &["server.ticket_secret=short-secret-xyz"])
+            .expect_err("too short")
+            .to_string();
+        assert!(!error.contains("short-secret-xyz"), "{error}");
+    }
+
+    #[test]
+    fn set_databricks_keys_win_over_the_environment() {
+        let overrides = vec![Override::parse("databricks.warehouse_id=from-flag").expect("valid")];
+        let vars = env(&[
+            ("DATABRICKS_HOST", "https://env.example.com"),
+            ("DATABRICKS_WAREHOUSE_ID", "from-env"),
+            ("DATABRICKS_TOKEN", "t"),
+        ]);
+        let config = Config::parse_with(
+            "[databricks]\nwarehouse_id = \"from-file\"\n",
+            Some(Path::new("/etc/dbfed/dbfed.toml")),
+            &vars,
+            &overrides,
+        )
+        .expect("valid");
+        let client = config
+            .client_config(&vars, &DatabricksFlags::default())
+            .expect("client config");
+        assert_eq!(client.warehouse_id(), "from-flag");
+        assert_eq!(client.host().as_str(), "https://env.example.com/");
+    }
+
+    #[test]
+    fn without_a_file_set_flags_apply_to_the_defaults() {
+        let overrides = vec![Override::parse("executor.pool_size=3").expect("valid")];
+        let config = Config::parse_with("", None, &env(&[]), &overrides).expect("valid");
+        assert_eq!(config.executor.pool_size, Some(3));
+        assert!(config.path().is_none());
+    }
+}
