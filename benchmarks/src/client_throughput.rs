@@ -95,13 +95,9 @@ pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let mut decoded_bytes = 0u64;
     for bytes in &in_memory {
-        let ipc = dbfed_databricks::decode::decompress_lz4_frames(bytes, "chunk")?;
-        decoded_bytes += ipc.len() as u64;
-        let batches = dbfed_databricks::decode::decode_ipc_buffer(
-            arrow::buffer::Buffer::from_vec(ipc),
-            &schema,
-            "chunk",
-        )?;
+        let (batches, size) =
+            dbfed_databricks::decode::decode_chunk(bytes, true, u64::MAX, &schema, "chunk")?;
+        decoded_bytes += size;
         std::hint::black_box(batches);
     }
     let decode_mb_s = mb_per_s(decoded_bytes, started.elapsed().as_secs_f64());

@@ -57,17 +57,261 @@ pub fn decompress_lz4_frames_limited(input: &[u8], max_output: u64, what: &str) 
     Ok(out)
 }
 
-/// Decodes one complete Arrow IPC stream and casts each batch to `target`.
+/// Decodes a result chunk: an Arrow IPC stream, LZ4-frame compressed (one or more concatenated
+/// frames) when `lz4`, casting each batch to `target`; also returns the stream's uncompressed
+/// size. What the client uses for every Arrow chunk.
 ///
-/// Copies `bytes` once; [`decode_ipc_buffer`] decodes an owned buffer without copying.
+/// The stream is decompressed message by message straight into one allocation per message
+/// body, which its batch then slices without a copy: no whole-chunk buffer, and each batch
+/// owns just its own memory (memory accounting such as `RecordBatch::get_array_memory_size`,
+/// which DataFusion and Arrow Flight use, sees the batch, not the chunk). Output beyond
+/// `max_output` bytes is an [`Error::Decode`]; declared lengths are never trusted for
+/// allocation beyond what really decompresses (at most 8 MiB ahead of it).
+pub fn decode_chunk(
+    bytes: &[u8],
+    lz4: bool,
+    max_output: u64,
+    target: &SchemaRef,
+    what: &str,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    if lz4 {
+        decode_ipc_messages(Lz4Frames::new(bytes, what), max_output, target, what)
+    } else {
+        decode_ipc_messages(bytes, max_output, target, what)
+    }
+}
+
+/// A reader over concatenated LZ4 frames.
+struct Lz4Frames<'a> {
+    rest: &'a [u8],
+    frame: Option<lz4_flex::frame::FrameDecoder<&'a [u8]>>,
+    what: &'a str,
+}
+
+impl<'a> Lz4Frames<'a> {
+    fn new(input: &'a [u8], what: &'a str) -> Self {
+        Self {
+            rest: input,
+            frame: None,
+            what,
+        }
+    }
+}
+
+impl Read for Lz4Frames<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let frame = match &mut self.frame {
+                Some(frame) => frame,
+                None if self.rest.is_empty() => return Ok(0),
+                None => self
+                    .frame
+                    .insert(lz4_flex::frame::FrameDecoder::new(self.rest)),
+            };
+            let n = frame.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            // The frame ended: the next one starts where it stopped reading.
+            let Some(frame) = self.frame.take() else {
+                return Ok(0);
+            };
+            let rest = frame.into_inner();
+            if rest.len() == self.rest.len() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("LZ4 decoder made no progress in {}", self.what),
+                ));
+            }
+            self.rest = rest;
+        }
+    }
+}
+
+/// Reads exactly `len` bytes of `input` into a new buffer that grows with what really arrives
+/// (at most 8 MiB is reserved ahead of it); fewer bytes is an error naming `part`.
+fn read_part(input: &mut impl Read, len: usize, part: &str, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(len.min(8 << 20));
+    input
+        .take(len as u64)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::decode(what, format!("invalid LZ4 frame data: {e}")))?;
+    if out.len() < len {
+        return Err(Error::decode(
+            what,
+            format!(
+                "invalid Arrow IPC stream: {part} declares {len} bytes but only {} remain",
+                out.len()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Decodes the Arrow IPC stream `input` yields, one message at a time (see [`decode_chunk`]).
+fn decode_ipc_messages(
+    mut input: impl Read,
+    max_output: u64,
+    target: &SchemaRef,
+    what: &str,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    const CONTINUATION: [u8; 4] = [0xFF; 4];
+    let invalid =
+        |e: arrow::error::ArrowError| Error::decode(what, format!("invalid Arrow IPC stream: {e}"));
+    let over = || {
+        Error::decode(
+            what,
+            format!("it decompresses to more than the limit of {max_output} bytes"),
+        )
+    };
+    let mut decoder = StreamDecoder::new();
+    let mut batches = Vec::new();
+    let mut total = 0u64;
+    loop {
+        // `[0xFFFFFFFF] len:i32 metadata body`; a clean end of input ends the stream.
+        let mut prefix = [0u8; 4];
+        let got = read_up_to(&mut input, &mut prefix, what)?;
+        if got == 0 {
+            // No end-of-stream marker: end the decoder's stream as if there were one.
+            for batch in feed(
+                &mut decoder,
+                [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0].to_vec(),
+                what,
+            )? {
+                batches.push(cast_batch(&batch, target, what)?);
+            }
+            break;
+        }
+        if got < 4 {
+            return Err(Error::decode(
+                what,
+                "invalid Arrow IPC stream: a message length is cut short",
+            ));
+        }
+        let mut header = prefix.to_vec();
+        if prefix == CONTINUATION {
+            let got = read_up_to(&mut input, &mut prefix, what)?;
+            if got < 4 {
+                return Err(Error::decode(
+                    what,
+                    "invalid Arrow IPC stream: a message length is cut short",
+                ));
+            }
+            header.extend_from_slice(&prefix);
+        }
+        let meta_len = i32::from_le_bytes(prefix);
+        if meta_len == 0 {
+            total += header.len() as u64;
+            for batch in feed(&mut decoder, header, what)? {
+                batches.push(cast_batch(&batch, target, what)?);
+            }
+            break;
+        }
+        let meta_len = usize::try_from(meta_len).map_err(|_| {
+            Error::decode(
+                what,
+                format!("invalid Arrow IPC stream: negative metadata length at byte {total}"),
+            )
+        })?;
+        if total + (header.len() + meta_len) as u64 > max_output {
+            return Err(over());
+        }
+        let metadata = read_part(&mut input, meta_len, "the metadata of a message", what)?;
+        let message = arrow::ipc::root_as_message(&metadata).map_err(|e| {
+            Error::decode(
+                what,
+                format!("invalid Arrow IPC stream: unreadable message header at byte {total}: {e}"),
+            )
+        })?;
+        let body_len = usize::try_from(message.bodyLength()).map_err(|_| {
+            Error::decode(
+                what,
+                format!("invalid Arrow IPC stream: negative body length at byte {total}"),
+            )
+        })?;
+        check_message_buffers(&message, body_len, total, what)?;
+        total += (header.len() + meta_len) as u64;
+        if total + body_len as u64 > max_output {
+            return Err(over());
+        }
+        let body = read_part(&mut input, body_len, "the body of a message", what)?;
+        total += body_len as u64;
+        header.extend_from_slice(&metadata);
+        for batch in feed(&mut decoder, header, what)? {
+            batches.push(cast_batch(&batch, target, what)?);
+        }
+        for batch in feed(&mut decoder, body, what)? {
+            batches.push(cast_batch(&batch, target, what)?);
+        }
+    }
+    decoder.finish().map_err(invalid)?;
+    if decoder.schema().is_none() {
+        return Err(Error::decode(
+            what,
+            "invalid Arrow IPC stream: it has no schema message",
+        ));
+    }
+    Ok((batches, total))
+}
+
+/// Gives `bytes` to `decoder` and returns the batches it completes. The decoder slices each
+/// batch's arrays out of the buffer holding its message body, without a copy.
+fn feed(decoder: &mut StreamDecoder, bytes: Vec<u8>, what: &str) -> Result<Vec<RecordBatch>> {
+    // Arrow's decoder trusts some offsets of a message it has parsed (the buffers were checked
+    // before); should another malformed input reach a panic inside it, that is a decode error
+    // of this chunk, not the end of the consumer's thread.
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut buffer = Buffer::from_vec(bytes);
+        let mut batches = Vec::new();
+        while !buffer.is_empty() {
+            if let Some(batch) = decoder.decode(&mut buffer)? {
+                batches.push(batch);
+            }
+        }
+        Ok(batches)
+    }))
+    .unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(arrow::error::ArrowError::IpcError(format!(
+            "the reader failed: {detail}"
+        )))
+    })
+    .map_err(|e| Error::decode(what, format!("invalid Arrow IPC stream: {e}")))
+}
+
+/// Reads up to `buf.len()` bytes, fewer only at the end of `input`.
+fn read_up_to(input: &mut impl Read, buf: &mut [u8], what: &str) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::decode(what, format!("invalid LZ4 frame data: {e}"))),
+        }
+    }
+    Ok(got)
+}
+
+/// Decodes one complete Arrow IPC stream and casts each batch to `target` (as
+/// [`decode_chunk`] does, uncompressed and without an output limit).
 pub fn decode_ipc_stream(bytes: &[u8], target: &SchemaRef, what: &str) -> Result<Vec<RecordBatch>> {
-    decode_ipc_buffer(Buffer::from(bytes), target, what)
+    decode_ipc_messages(bytes, u64::MAX, target, what).map(|(batches, _)| batches)
 }
 
 /// Decodes one complete Arrow IPC stream held in `bytes` and casts each batch to `target`.
 ///
 /// The batches' arrays are slices of `bytes` (no copy, except for a buffer that is not aligned
-/// for its type), so the whole buffer lives as long as any of them. The stream's framing is
+/// for its type), so the whole buffer lives as long as any of them — and memory accounting by
+/// buffer capacity (`RecordBatch::get_array_memory_size`) counts all of `bytes` for every
+/// array. The client decodes with [`decode_chunk`] instead, one buffer per message. The stream's framing is
 /// checked first: a message whose declared metadata or body length runs past the end of
 /// `bytes` is an [`Error::Decode`], so a hostile length never becomes an allocation. Bytes after
 /// the end-of-stream marker are ignored; a stream cut inside a message is an error.
@@ -111,6 +355,44 @@ pub fn decode_ipc_buffer(
             format!("invalid Arrow IPC stream (the reader failed: {detail})"),
         ))
     })
+}
+
+/// Checks that every buffer a record or dictionary batch message declares lies inside its
+/// body of `body_len` bytes (Arrow slices them out of the body without checking), `at` being
+/// the message's offset in the stream.
+fn check_message_buffers(
+    message: &arrow::ipc::Message<'_>,
+    body_len: usize,
+    at: u64,
+    what: &str,
+) -> Result<()> {
+    let buffers = message
+        .header_as_record_batch()
+        .and_then(|b| b.buffers())
+        .or_else(|| {
+            message
+                .header_as_dictionary_batch()
+                .and_then(|d| d.data())
+                .and_then(|b| b.buffers())
+        });
+    for buffer in buffers.iter().flat_map(|b| b.iter()) {
+        let end = u64::try_from(buffer.offset())
+            .ok()
+            .zip(u64::try_from(buffer.length()).ok())
+            .and_then(|(offset, length)| offset.checked_add(length));
+        if end.is_none_or(|end| end > body_len as u64) {
+            return Err(Error::decode(
+                what,
+                format!(
+                    "invalid Arrow IPC stream: a buffer ({} bytes at {}) of the message at byte \
+                     {at} lies outside its body of {body_len} bytes",
+                    buffer.length(),
+                    buffer.offset()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Walks the messages of an Arrow IPC stream (`[0xFFFFFFFF] len:i32 metadata body`) and checks
@@ -158,29 +440,7 @@ fn check_ipc_framing(bytes: &[u8], what: &str) -> Result<usize> {
             .map_err(|e| bad(format!("unreadable message header at offset {pos}: {e}")))?;
         let body_len = usize::try_from(message.bodyLength())
             .map_err(|_| bad(format!("negative body length at offset {pos}")))?;
-        // Arrow slices each buffer out of the body without checking its bounds.
-        let buffers = message
-            .header_as_record_batch()
-            .and_then(|b| b.buffers())
-            .or_else(|| {
-                message
-                    .header_as_dictionary_batch()
-                    .and_then(|d| d.data())
-                    .and_then(|b| b.buffers())
-            });
-        for buffer in buffers.iter().flat_map(|b| b.iter()) {
-            let end = u64::try_from(buffer.offset())
-                .ok()
-                .zip(u64::try_from(buffer.length()).ok())
-                .and_then(|(offset, length)| offset.checked_add(length));
-            if end.is_none_or(|end| end > body_len as u64) {
-                return Err(bad(format!(
-                    "a buffer ({} bytes at {}) lies outside its message body of {body_len} bytes",
-                    buffer.length(),
-                    buffer.offset()
-                )));
-            }
-        }
+        check_message_buffers(&message, body_len, pos as u64, what)?;
         pos = meta_end
             .checked_add(body_len)
             .filter(|&end| end <= bytes.len())
@@ -325,6 +585,79 @@ mod tests {
         let batches = decode_ipc_stream(&raw, &sample().schema(), "chunk").expect("ipc");
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0], sample());
+    }
+
+    fn ipc_of(batches: &[RecordBatch]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        {
+            let mut w = StreamWriter::try_new(&mut buf, &batches[0].schema()).expect("writer");
+            for b in batches {
+                w.write(b).expect("write");
+            }
+            w.finish().expect("finish");
+        }
+        buf
+    }
+
+    fn numbered(batch: usize, rows: i64) -> RecordBatch {
+        let start = batch as i64 * rows;
+        RecordBatch::try_from_iter(vec![(
+            "n",
+            Arc::new(Int64Array::from_iter_values(start..start + rows)) as ArrayRef,
+        )])
+        .expect("batch")
+    }
+
+    #[test]
+    fn chunks_decode_message_by_message_into_batches_of_their_own() {
+        let batches: Vec<RecordBatch> = (0..10).map(|i| numbered(i, 1000)).collect();
+        let bytes = ipc_of(&batches);
+        // Split over three LZ4 frames at arbitrary points (inside messages).
+        let (a, rest) = bytes.split_at(bytes.len() / 3);
+        let (b, c) = rest.split_at(rest.len() / 2);
+        let mut framed = lz4(a);
+        framed.extend(lz4(b));
+        framed.extend(lz4(c));
+        let schema = batches[0].schema();
+        for (input, lz4) in [(&framed, true), (&bytes, false)] {
+            let (decoded, size) =
+                decode_chunk(input, lz4, u64::MAX, &schema, "chunk 0").expect("decodes");
+            assert_eq!(decoded, batches);
+            assert_eq!(size, bytes.len() as u64);
+            for batch in &decoded {
+                // Each batch holds its own message body, not the whole chunk.
+                assert!(
+                    batch.get_array_memory_size() < bytes.len() / 4,
+                    "{} of {}",
+                    batch.get_array_memory_size(),
+                    bytes.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_output_past_the_limit_and_cut_streams_are_errors() {
+        let batches: Vec<RecordBatch> = (0..4).map(|i| numbered(i, 1000)).collect();
+        let bytes = ipc_of(&batches);
+        let schema = batches[0].schema();
+        let framed = lz4(&bytes);
+        let err = decode_chunk(&framed, true, bytes.len() as u64 / 2, &schema, "chunk 3")
+            .expect_err("over the limit");
+        assert!(err.to_string().contains("limit"), "{err}");
+        assert!(decode_chunk(&framed, true, bytes.len() as u64, &schema, "c").is_ok());
+        let cut = lz4(&bytes[..bytes.len() - 100]);
+        let err = decode_chunk(&cut, true, u64::MAX, &schema, "chunk 4").expect_err("cut");
+        assert!(err.to_string().contains("chunk 4"), "{err}");
+        // Without its end-of-stream marker (8 bytes), a stream still decodes completely.
+        let unterminated = &bytes[..bytes.len() - 8];
+        let (decoded, _) =
+            decode_chunk(unterminated, false, u64::MAX, &schema, "c").expect("decodes");
+        assert_eq!(decoded, batches);
+        // A schema and nothing else: no batches.
+        let empty = ipc_of(&[numbered(0, 0)]);
+        let (decoded, _) = decode_chunk(&empty, false, u64::MAX, &schema, "c").expect("decodes");
+        assert_eq!(decoded.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
     }
 
     #[test]

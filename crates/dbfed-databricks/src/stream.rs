@@ -15,7 +15,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatchReader;
@@ -24,7 +23,7 @@ use parking_lot::{Condvar, Mutex};
 use reqwest::Method;
 
 use crate::api::{Api, Call, release_off_async, sleep_unless, snippet};
-use crate::decode::{decode_ipc_buffer, decompress_lz4_frames_limited};
+use crate::decode::decode_chunk;
 use crate::error::{Error, Result, redact_url};
 use crate::json::rows_to_batch;
 use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
@@ -402,19 +401,14 @@ fn decode_arrow_chunk(
         // An empty file holds no rows; the row-count check decides whether that is right.
         return Ok((Vec::new(), 0));
     }
-    // The batches are decoded in place: their arrays are slices of this one buffer.
-    let raw = match compression {
-        Some(Compression::Lz4Frame) => decompress_lz4_frames_limited(&bytes, max_bytes, what)?,
-        None | Some(Compression::None) => bytes,
+    let lz4 = match compression {
+        Some(Compression::Lz4Frame) => true,
+        None | Some(Compression::None) => false,
         Some(Compression::Unknown(c)) => {
             return Err(Error::Unsupported(format!("result compression {c}")));
         }
     };
-    let size = u64::try_from(raw.len()).unwrap_or(u64::MAX);
-    Ok((
-        decode_ipc_buffer(Buffer::from_vec(raw), target, what)?,
-        size,
-    ))
+    decode_chunk(&bytes, lz4, max_bytes, target, what)
 }
 
 // ---------------------------------------------------------------------------------------------
