@@ -33,6 +33,8 @@ use serde::de;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::memory::ByteSize;
+
 /// The file read when `--config` is not given (in the current directory), if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "dbfed.toml";
 
@@ -424,6 +426,12 @@ pub struct ServerSection {
     /// endpoint).
     #[serde(default)]
     pub allow_writes: bool,
+    /// Memory that all running queries together may hold for sorts, joins and aggregations:
+    /// bytes, or a size such as `"4GiB"` (default: 25 % of physical memory, at most 8 GiB; see
+    /// [`crate::memory::default_memory_limit`]). Sorts and aggregations spill to disk past it;
+    /// queries that cannot spill fail with `RESOURCE_EXHAUSTED`.
+    #[serde(default, deserialize_with = "opt_memory_limit")]
+    pub memory_limit: Option<ByteSize>,
 }
 
 /// `[server.tls]`.
@@ -1306,6 +1314,13 @@ fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::
 
 fn opt_socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     socket_addr(d).map(Some)
+}
+
+fn opt_memory_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
+    let size = ByteSize::deserialize(d)?;
+    crate::memory::check_memory_limit(size)
+        .map(Some)
+        .map_err(de::Error::custom)
 }
 
 fn auth_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<AuthType>, D::Error> {

@@ -156,7 +156,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
     );
     let compute_context = crate::serve::compute_context(&config);
     let outcome = runtime.block_on(async {
-        let ctx = crate::engine::federated_context(&executor, &compute_context, &tables).await?;
+        // The Flight endpoint is bounded like `dbfed serve`'s default.
+        let memory = crate::memory::MemoryBudget::new(crate::memory::default_memory_limit().limit)?;
+        let ctx =
+            crate::engine::federated_context(&executor, &compute_context, &tables, Some(&memory))
+                .await?;
         let server = FlightSqlServer::builder(Arc::new(StaticSessions::new(ctx.clone())))
             .serve(args.listen)
             .await

@@ -4,19 +4,35 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
-use dbfed_datafusion::{DatabricksSource, federated_session_context};
+use dbfed_datafusion::{DatabricksSource, federated_session_state};
 use dbfed_executor::Executor;
 
 use crate::config::{TableFormat, TableSource};
+use crate::memory::MemoryBudget;
 
 /// A federated context: the warehouse's catalogs (discovered through `executor`) and `tables`.
+///
+/// With a `memory` budget, the context's queries reserve memory from its shared pool (and spill
+/// to its disk manager); without one, they are unbounded (DataFusion's default).
 pub async fn federated_context(
     executor: &Executor,
     compute_context: &str,
     tables: &BTreeMap<String, TableSource>,
+    memory: Option<&MemoryBudget>,
 ) -> Result<SessionContext> {
-    let ctx = federated_session_context(SessionConfig::new().with_information_schema(true));
+    let mut config = SessionConfig::new().with_information_schema(true);
+    if let Some(budget) = memory {
+        config = budget.session_config(config);
+    }
+    let mut state = federated_session_state(config);
+    if let Some(budget) = memory {
+        state = SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(budget.runtime())
+            .build();
+    }
+    let ctx = SessionContext::new_with_state(state);
     let source = DatabricksSource::builder(executor.clone())
         .compute_context(compute_context)
         .build()

@@ -6,6 +6,7 @@ mod demo;
 mod emulator;
 mod engine;
 mod faults;
+mod memory;
 mod output;
 mod query;
 mod serve;

@@ -244,7 +244,8 @@ async fn execute(
             executor_target.host(),
             executor_target.warehouse_id()
         );
-        let ctx = crate::engine::federated_context(executor, &compute_context, tables).await?;
+        let ctx =
+            crate::engine::federated_context(executor, &compute_context, tables, None).await?;
         let df = ctx.sql(sql).await.context("planning the statement")?;
         if args.explain {
             let plan = df

@@ -21,6 +21,7 @@ use dbfed_flight::{
 use crate::config::{
     Config, DEFAULT_SERVER_LISTEN, ServerSection, TableSource, TlsSection, parse_table_flag,
 };
+use crate::memory::{ByteSize, MemoryBudget};
 use crate::workspace::{Target, WorkspaceArgs};
 
 /// Flags of `dbfed serve` (they win over `[server]` and `[tables]`).
@@ -52,6 +53,12 @@ pub struct ServeArgs {
     /// grants decide what each user sees (sets `server.auth.pass_through`).
     #[arg(long)]
     pub pass_through: bool,
+    /// Memory all running queries together may use for sorts, joins and aggregations, e.g.
+    /// `4GiB` or `512MiB` (replaces `server.memory_limit`; default: 25% of physical memory, at
+    /// most 8 GiB). Sorts and aggregations spill to disk past it; other queries fail with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "SIZE", value_parser = crate::memory::parse_memory_limit)]
+    pub memory_limit: Option<ByteSize>,
     #[command(flatten)]
     pub workspace: WorkspaceArgs,
 }
@@ -81,6 +88,9 @@ impl ServeArgs {
         }
         if self.pass_through {
             server.auth.pass_through = true;
+        }
+        if let Some(limit) = self.memory_limit {
+            server.memory_limit = Some(limit);
         }
         Ok(())
     }
@@ -156,7 +166,7 @@ pub struct RunningServer {
 
 /// Starts the Flight SQL server described by `target`'s `[server]` section on `listen`:
 /// one shared context over `executor`, or (with `pass_through`, `executor` `None`) one context
-/// per caller token.
+/// per caller token. Every context draws on one pool of `server.memory_limit` bytes.
 pub async fn start(
     target: &Target,
     tables: &BTreeMap<String, TableSource>,
@@ -165,9 +175,10 @@ pub async fn start(
 ) -> Result<RunningServer> {
     let config = &target.config;
     let server = &config.server;
+    let memory = memory_budget(server)?;
     let (sessions, executor): (Arc<dyn SessionProvider>, Option<Executor>) = match executor {
         None => (
-            Arc::new(pass_through_sessions(target, tables.clone())),
+            Arc::new(pass_through_sessions(target, tables.clone(), memory)),
             None,
         ),
         Some(executor) => {
@@ -175,6 +186,7 @@ pub async fn start(
                 &executor,
                 &compute_context(&target.client_config),
                 tables,
+                Some(&memory),
             )
             .await?;
             (Arc::new(StaticSessions::new(ctx)), Some(executor))
@@ -206,6 +218,19 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot serve Flight SQL on {listen}"))?;
     Ok(RunningServer { handle, executor })
+}
+
+/// The server's memory budget: `server.memory_limit`, else the default.
+fn memory_budget(server: &ServerSection) -> Result<MemoryBudget> {
+    let (limit, reason) = match server.memory_limit {
+        Some(limit) => (limit, "configured".to_owned()),
+        None => {
+            let default = crate::memory::default_memory_limit();
+            (default.limit, default.reason)
+        }
+    };
+    tracing::info!(%limit, reason, "query memory limit");
+    MemoryBudget::new(limit)
 }
 
 /// The federation key of a workspace identity: host + warehouse.
@@ -245,11 +270,13 @@ fn auth(config: &Config) -> Auth {
 fn pass_through_sessions(
     target: &Target,
     tables: BTreeMap<String, TableSource>,
+    memory: MemoryBudget,
 ) -> PassThroughSessions {
     let template = target.client_config.clone();
     let file = Arc::new(ConfigParts {
         executor: target.config.executor.clone(),
         tables,
+        memory,
     });
     PassThroughSessions::builder(move |token| {
         let template = template.clone();
@@ -279,7 +306,13 @@ fn pass_through_sessions(
                 .context("the client builder panicked")??;
                 // Each identity is its own compute context: no statement mixes identities.
                 let identity = format!("{}#{}", compute_context(&template), uuid_like());
-                crate::engine::federated_context(&executor, &identity, &file.tables).await
+                crate::engine::federated_context(
+                    &executor,
+                    &identity,
+                    &file.tables,
+                    Some(&file.memory),
+                )
+                .await
             };
             build.await.map_err(|e: anyhow::Error| {
                 let auth = e.chain().any(|cause| {
@@ -303,6 +336,8 @@ fn pass_through_sessions(
 struct ConfigParts {
     executor: crate::config::ExecutorSection,
     tables: BTreeMap<String, TableSource>,
+    /// Shared by every caller's context: the limit is server-wide.
+    memory: MemoryBudget,
 }
 
 /// A process-unique suffix.
@@ -354,13 +389,29 @@ mod tests {
         assert_eq!(tls.client_ca, Some(PathBuf::from("file-ca.pem")));
         assert!(server.allow_writes);
         assert!(!server.auth.pass_through);
+        assert_eq!(server.memory_limit, None);
 
-        args(&["--tls-client-ca", "ca.pem", "--pass-through"])
-            .apply_to(&mut server)
-            .expect("applies");
+        args(&[
+            "--tls-client-ca",
+            "ca.pem",
+            "--pass-through",
+            "--memory-limit",
+            "512MiB",
+        ])
+        .apply_to(&mut server)
+        .expect("applies");
         let tls = server.tls.as_ref().expect("tls");
         assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
         assert!(server.auth.pass_through);
+        assert_eq!(server.memory_limit, Some(ByteSize(512 << 20)));
+    }
+
+    #[test]
+    fn a_bad_memory_limit_flag_is_refused() {
+        let small = Cli::try_parse_from(["serve", "--memory-limit", "1024"]).expect_err("1 KiB");
+        assert!(small.to_string().contains("at least 1 MiB"), "{small}");
+        let unit = Cli::try_parse_from(["serve", "--memory-limit", "2G"]).expect_err("unit");
+        assert!(unit.to_string().contains("unknown unit"), "{unit}");
     }
 
     #[test]

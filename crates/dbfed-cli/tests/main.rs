@@ -3,6 +3,7 @@
 mod check;
 mod commands;
 mod config;
+mod memory;
 mod query;
 mod serve;
 mod serve_flags;

@@ -216,11 +216,17 @@ fn classify_databricks(e: &dbfed_databricks::Error) -> (Code, Option<String>) {
     (code, sql_state)
 }
 
-/// Looks for an executor or Databricks error in the `source()` chain of `err`.
+/// Looks for an executor or Databricks error, or an exhausted memory pool, in the `source()`
+/// chain of `err`.
 fn classify_chain(err: &(dyn std::error::Error + 'static)) -> Option<(Code, Option<String>)> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut depth = 0;
     while let Some(e) = current {
+        // A memory pool refusal, however deep in a stream's wrappers (Arrow external errors,
+        // shared errors of repartitioned inputs, operator context).
+        if let Some(DataFusionError::ResourcesExhausted(_)) = e.downcast_ref::<DataFusionError>() {
+            return Some((Code::ResourceExhausted, None));
+        }
         if let Some(x) = e.downcast_ref::<dbfed_executor::ExecutorError>() {
             return Some(classify_executor(x));
         }
@@ -257,6 +263,9 @@ fn arrow_code(e: &arrow::error::ArrowError) -> Code {
 fn classify_datafusion(e: &DataFusionError) -> (Code, Option<String>) {
     if let Some(found) = classify_chain(e) {
         return found;
+    }
+    if let DataFusionError::ResourcesExhausted(_) = e.find_root() {
+        return (Code::ResourceExhausted, None);
     }
     let code = match e {
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
@@ -392,6 +401,55 @@ mod tests {
             statement_id: None,
         };
         assert_eq!(code_of(timeout), Code::DeadlineExceeded);
+    }
+
+    #[test]
+    fn an_exhausted_memory_pool_is_resource_exhausted_however_wrapped() {
+        use datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer, MemoryPool};
+        use std::sync::Arc;
+
+        // A real refusal from a 1 KiB pool, as an operator would get it.
+        let pool: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(1024));
+        let reservation = MemoryConsumer::new("HashJoinInput[0]").register(&pool);
+        let refused = reservation.try_grow(4096).expect_err("over the pool");
+        assert!(
+            matches!(refused, DataFusionError::ResourcesExhausted(_)),
+            "{refused:?}"
+        );
+        let status = Status::from(FlightSqlError::from(refused));
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+        // The message keeps what DataFusion says about the pool and its size.
+        assert!(status.message().contains("HashJoinInput[0]"), "{status}");
+        assert!(status.message().contains("pool_size"), "{status}");
+
+        let exhausted = || DataFusionError::ResourcesExhausted("pool of 2 MiB is full".into());
+        // As the operators and the record batch streams wrap it.
+        let wrappings = [
+            exhausted().context("Not enough memory to continue external sort"),
+            DataFusionError::Shared(Arc::new(exhausted())),
+            DataFusionError::ArrowError(
+                Box::new(arrow::error::ArrowError::ExternalError(Box::new(
+                    exhausted(),
+                ))),
+                None,
+            ),
+            DataFusionError::External(Box::new(exhausted())),
+            DataFusionError::Collection(vec![exhausted()]),
+        ];
+        for wrapped in wrappings {
+            let status = Status::from(FlightSqlError::from(wrapped));
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+            assert!(
+                status.message().contains("pool of 2 MiB is full"),
+                "{status}"
+            );
+        }
+        let arrow = arrow::error::ArrowError::ExternalError(Box::new(exhausted()));
+        assert_eq!(code_of(arrow), Code::ResourceExhausted);
+        let flight = arrow_flight::error::FlightError::Arrow(
+            arrow::error::ArrowError::ExternalError(Box::new(exhausted())),
+        );
+        assert_eq!(code_of(flight), Code::ResourceExhausted);
     }
 
     #[test]

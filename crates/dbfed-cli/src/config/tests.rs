@@ -28,6 +28,7 @@ fn an_empty_file_is_the_defaults() {
     assert!(config.tables.is_empty());
     assert!(config.executor.threads.is_none());
     assert!(!config.server.allow_writes);
+    assert_eq!(config.server.memory_limit, None);
 }
 
 #[test]
@@ -57,6 +58,7 @@ mode = "submit-and-poll"
 listen = "0.0.0.0:0"
 allow_writes = true
 ticket_secret = "0123456789abcdef0123456789abcdef"
+memory_limit = "1.5GiB"
 [server.tls]
 cert = "certs/server.pem"
 key = "/abs/server.key"
@@ -91,6 +93,10 @@ people = "/data/people.csv"
         Some("0.0.0.0:0".parse().expect("addr"))
     );
     assert!(config.server.allow_writes);
+    assert_eq!(
+        config.server.memory_limit,
+        Some(crate::memory::ByteSize(3 << 29))
+    );
     let tls = config.server.tls.as_ref().expect("tls");
     assert_eq!(tls.cert, PathBuf::from("/etc/dbfed/certs/server.pem"));
     assert_eq!(tls.key, PathBuf::from("/abs/server.key"));
@@ -271,6 +277,21 @@ fn bad_values_name_the_key_and_the_location() {
             "[server]\nticket_secret = \"short\"\n",
             "server.ticket_secret",
             "at least 32 bytes",
+        ),
+        (
+            "[server]\nmemory_limit = \"2G\"\n",
+            "server.memory_limit",
+            "unknown unit",
+        ),
+        (
+            "[server]\nmemory_limit = 4096\n",
+            "server.memory_limit",
+            "at least 1 MiB",
+        ),
+        (
+            "[server]\nmemory_limit = -1\n",
+            "server.memory_limit",
+            "negative",
         ),
         (
             "emulator = 3\n",
@@ -774,6 +795,11 @@ mod overrides {
         .expect("valid");
         assert_eq!(config.databricks.warehouse_id.as_deref(), Some("1234"));
         assert_eq!(config.databricks.host.as_deref(), Some("h.example.com"));
+        let config = with("", &["server.memory_limit=2GiB"]).expect("valid");
+        assert_eq!(
+            config.server.memory_limit,
+            Some(crate::memory::ByteSize(2 << 30))
+        );
     }
 
     #[test]
