@@ -134,8 +134,18 @@ pub fn provenance() -> &'static serde_json::Value {
         };
         match git(&["rev-parse", "--short", "HEAD"]) {
             Some(commit) if !commit.is_empty() => {
-                let dirty =
-                    git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
+                // The report's own output (BENCHMARKS.md, plots, copied results) is not a
+                // change of what is measured.
+                let dirty = git(&[
+                    "status",
+                    "--porcelain",
+                    "--untracked-files=no",
+                    "--",
+                    ".",
+                    ":!BENCHMARKS.md",
+                    ":!benchmarks/report",
+                ])
+                .map(|s| !s.is_empty());
                 serde_json::json!({"commit": commit, "dirty": dirty, "at_unix": sys::unix_now()})
             }
             _ => serde_json::json!({"commit": "unknown", "at_unix": sys::unix_now()}),

@@ -342,6 +342,8 @@ pub struct ExecutorSection {
     /// Batches in flight per stream.
     #[serde(default, deserialize_with = "opt_positive")]
     pub stream_buffer: Option<usize>,
+    /// Results that may wait for slow consumers without a worker (0: never).
+    pub max_parked: Option<usize>,
     /// `thread-per-query` or `submit-and-poll`.
     pub mode: Option<Mode>,
 }
@@ -397,6 +399,9 @@ impl ExecutorSection {
         }
         if let Some(v) = self.stream_buffer {
             builder = builder.stream_buffer(v);
+        }
+        if let Some(v) = self.max_parked {
+            builder = builder.max_parked(v);
         }
         if let Some(v) = self.mode {
             builder = builder.mode(v.into());
