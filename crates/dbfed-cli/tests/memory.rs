@@ -2,8 +2,7 @@
 //! fails with RESOURCE_EXHAUSTED naming the limit, a sort spills to disk instead of failing, and
 //! the server keeps serving.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Stdio};
+use std::io::Write;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
@@ -14,24 +13,12 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::support::dbfed;
+use crate::support::{Listening, dbfed, spawn_listening};
 
 /// Rows of the generated table: its hash table is several times 2 MiB.
 const ROWS: i64 = 200_000;
 
 /// A running `dbfed serve`, killed on drop.
-struct Served {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Writes `big.csv` (`k` = 0..ROWS, `v` = `"value-<k>"`) into `dir`.
 fn write_big_csv(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("big.csv");
@@ -45,24 +32,12 @@ fn write_big_csv(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-fn serve(home: &std::path::Path, args: &[&str]) -> Served {
-    let mut child = dbfed(home)
-        .args(["serve", "--emulator", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("dbfed serve starts");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("piped"))
-        .read_line(&mut first)
-        .expect("the first line");
-    let url = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("`listening on URL` first, got {first:?}"))
-        .to_owned();
-    Served { child, url }
+fn serve(home: &std::path::Path, args: &[&str]) -> Listening {
+    spawn_listening(
+        dbfed(home)
+            .args(["serve", "--emulator", "--listen", "127.0.0.1:0"])
+            .args(args),
+    )
 }
 
 async fn connect(url: &str) -> FlightSqlServiceClient<Channel> {

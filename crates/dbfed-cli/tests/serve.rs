@@ -11,21 +11,9 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use tonic::transport::Endpoint;
 
-use crate::support::{dbfed, write_config};
+use crate::support::{dbfed, spawn_listening, write_config};
 
 /// A running `dbfed serve`, killed on drop.
-struct ServeProcess {
-    child: Child,
-    url: String,
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn query(
     client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
     sql: &str,
@@ -52,23 +40,11 @@ fn serve_prints_its_address_and_answers_a_federated_flight_query() {
         home.path(),
         "emulator = true\n[server]\nlisten = \"127.0.0.1:0\"\n[server.auth]\ntokens = [\"${SERVE_TEST_TOKEN}\"]\n[tables]\ntargets = \"targets.csv\"\n",
     );
-    let mut child = dbfed(home.path())
-        .env("SERVE_TEST_TOKEN", "flight-secret")
-        .args(["serve", "--config", &config])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("dbfed serve starts");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("piped"))
-        .read_line(&mut first)
-        .expect("the first line");
-    let url = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("`listening on grpc://...`, got {first:?}"))
-        .to_owned();
-    let server = ServeProcess { child, url };
+    let server = spawn_listening(
+        dbfed(home.path())
+            .env("SERVE_TEST_TOKEN", "flight-secret")
+            .args(["serve", "--config", &config]),
+    );
     assert!(
         server.url.starts_with("grpc://127.0.0.1:"),
         "{}",

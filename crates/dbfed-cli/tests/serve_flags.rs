@@ -1,8 +1,6 @@
 //! `dbfed serve` security flags: TLS (and mutual TLS) from the command line, and pass-through
 //! of each client's token to the warehouse.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use arrow::array::AsArray;
@@ -13,39 +11,11 @@ use futures::TryStreamExt;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::support::{dbfed, start_emulator, write_config};
+use crate::support::{Listening, dbfed, spawn_listening, start_emulator, write_config};
 
 /// A running `dbfed serve`, killed on drop.
-struct Served {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(home: &std::path::Path, args: &[&str]) -> Served {
-    let mut child = dbfed(home)
-        .arg("serve")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("dbfed serve starts");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("piped"))
-        .read_line(&mut first)
-        .expect("the first line");
-    let url = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("`listening on URL` first, got {first:?}"))
-        .to_owned();
-    Served { child, url }
+fn serve(home: &std::path::Path, args: &[&str]) -> Listening {
+    spawn_listening(dbfed(home).arg("serve").args(args))
 }
 
 /// A CA, a server certificate for `localhost` and a client certificate, as PEM files in `dir`.

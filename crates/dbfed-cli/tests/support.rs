@@ -31,33 +31,30 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// A running `dbfed emulator`, killed on drop.
-pub struct EmulatorProcess {
+/// A running `dbfed` process that printed `listening on URL` first, killed on drop.
+pub struct Listening {
     pub child: Child,
     pub url: String,
 }
 
-impl Drop for EmulatorProcess {
+impl Drop for Listening {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-pub fn start_emulator(home: &std::path::Path, extra: &[&str]) -> EmulatorProcess {
-    let mut child = dbfed(home)
-        .args([
-            "emulator",
-            "--listen",
-            "127.0.0.1:0",
-            "--token",
-            "dapi-cli-test",
-        ])
-        .args(extra)
+/// A running `dbfed emulator`.
+pub type EmulatorProcess = Listening;
+
+/// Spawns `command` (stdout piped, stderr inherited) and waits for its first line,
+/// `listening on URL`.
+pub fn spawn_listening(command: &mut Command) -> Listening {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("dbfed emulator starts");
+        .expect("dbfed starts");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut first = String::new();
     BufReader::new(stdout)
@@ -68,7 +65,21 @@ pub fn start_emulator(home: &std::path::Path, extra: &[&str]) -> EmulatorProcess
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("first line is `listening on URL`, got {first:?}"))
         .to_owned();
-    EmulatorProcess { child, url }
+    Listening { child, url }
+}
+
+pub fn start_emulator(home: &std::path::Path, extra: &[&str]) -> EmulatorProcess {
+    spawn_listening(
+        dbfed(home)
+            .args([
+                "emulator",
+                "--listen",
+                "127.0.0.1:0",
+                "--token",
+                "dapi-cli-test",
+            ])
+            .args(extra),
+    )
 }
 
 /// Writes `text` as `dbfed.toml` in `dir` and returns its path as a string.

@@ -159,8 +159,8 @@ fn decode_ipc_messages(
     what: &str,
 ) -> Result<(Vec<RecordBatch>, u64)> {
     const CONTINUATION: [u8; 4] = [0xFF; 4];
-    let invalid =
-        |e: arrow::error::ArrowError| Error::decode(what, format!("invalid Arrow IPC stream: {e}"));
+    /// What ends a stream: a continuation marker and a zero length.
+    const END_OF_STREAM: [u8; 8] = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0];
     let over = || {
         Error::decode(
             what,
@@ -176,11 +176,7 @@ fn decode_ipc_messages(
         let got = read_up_to(&mut input, &mut prefix, what)?;
         if got == 0 {
             // No end-of-stream marker: end the decoder's stream as if there were one.
-            for batch in feed(
-                &mut decoder,
-                [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0].to_vec(),
-                what,
-            )? {
+            for batch in feed(&mut decoder, Buffer::from(END_OF_STREAM.as_slice()), what)? {
                 batches.push(cast_batch(&batch, target, what)?);
             }
             break;
@@ -205,7 +201,7 @@ fn decode_ipc_messages(
         let meta_len = i32::from_le_bytes(prefix);
         if meta_len == 0 {
             total += header.len() as u64;
-            for batch in feed(&mut decoder, header, what)? {
+            for batch in feed(&mut decoder, Buffer::from_vec(header), what)? {
                 batches.push(cast_batch(&batch, target, what)?);
             }
             break;
@@ -240,31 +236,38 @@ fn decode_ipc_messages(
         let body = read_part(&mut input, body_len, "the body of a message", what)?;
         total += body_len as u64;
         header.extend_from_slice(&metadata);
-        for batch in feed(&mut decoder, header, what)? {
+        for batch in feed(&mut decoder, Buffer::from_vec(header), what)? {
             batches.push(cast_batch(&batch, target, what)?);
         }
-        for batch in feed(&mut decoder, body, what)? {
+        for batch in feed(&mut decoder, Buffer::from_vec(body), what)? {
             batches.push(cast_batch(&batch, target, what)?);
         }
     }
-    decoder.finish().map_err(invalid)?;
+    finish(&mut decoder, what)?;
+    Ok((batches, total))
+}
+
+/// The end of the stream: an error if a message is cut short or there was no schema.
+fn finish(decoder: &mut StreamDecoder, what: &str) -> Result<()> {
+    decoder
+        .finish()
+        .map_err(|e| Error::decode(what, format!("invalid Arrow IPC stream: {e}")))?;
     if decoder.schema().is_none() {
         return Err(Error::decode(
             what,
             "invalid Arrow IPC stream: it has no schema message",
         ));
     }
-    Ok((batches, total))
+    Ok(())
 }
 
 /// Gives `bytes` to `decoder` and returns the batches it completes. The decoder slices each
 /// batch's arrays out of the buffer holding its message body, without a copy.
-fn feed(decoder: &mut StreamDecoder, bytes: Vec<u8>, what: &str) -> Result<Vec<RecordBatch>> {
+fn feed(decoder: &mut StreamDecoder, mut buffer: Buffer, what: &str) -> Result<Vec<RecordBatch>> {
     // Arrow's decoder trusts some offsets of a message it has parsed (the buffers were checked
     // before); should another malformed input reach a panic inside it, that is a decode error
     // of this chunk, not the end of the consumer's thread.
     std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut buffer = Buffer::from_vec(bytes);
         let mut batches = Vec::new();
         while !buffer.is_empty() {
             if let Some(batch) = decoder.decode(&mut buffer)? {
@@ -321,40 +324,13 @@ pub fn decode_ipc_buffer(
     what: &str,
 ) -> Result<Vec<RecordBatch>> {
     let end = check_ipc_framing(&bytes, what)?;
-    let invalid =
-        |e: arrow::error::ArrowError| Error::decode(what, format!("invalid Arrow IPC stream: {e}"));
-    // Arrow's decoder trusts some offsets of a message it has parsed (`check_ipc_framing`
-    // rejects the ones known to panic); should another malformed input reach a panic inside
-    // it, that is a decode error of this chunk, not the end of the consumer's thread.
-    std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut rest = bytes.slice_with_length(0, end);
-        let mut decoder = StreamDecoder::new();
-        let mut batches = Vec::new();
-        while !rest.is_empty() {
-            if let Some(batch) = decoder.decode(&mut rest).map_err(invalid)? {
-                batches.push(cast_batch(&batch, target, what)?);
-            }
-        }
-        decoder.finish().map_err(invalid)?;
-        if decoder.schema().is_none() {
-            return Err(Error::decode(
-                what,
-                "invalid Arrow IPC stream: it has no schema message",
-            ));
-        }
-        Ok(batches)
-    }))
-    .unwrap_or_else(|panic| {
-        let detail = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("no message");
-        Err(Error::decode(
-            what,
-            format!("invalid Arrow IPC stream (the reader failed: {detail})"),
-        ))
-    })
+    let mut decoder = StreamDecoder::new();
+    let batches = feed(&mut decoder, bytes.slice_with_length(0, end), what)?;
+    finish(&mut decoder, what)?;
+    batches
+        .iter()
+        .map(|batch| cast_batch(batch, target, what))
+        .collect()
 }
 
 /// Checks that every buffer a record or dictionary batch message declares lies inside its
