@@ -10,15 +10,13 @@ use arrow::datatypes::{DataType, Int64Type};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::support::{Listening, dbfed, spawn_listening};
+use crate::support::{Listening, dbfed, flight_query, spawn_listening};
 
 /// Rows of the generated table: its hash table is several times 2 MiB.
 const ROWS: i64 = 200_000;
 
-/// A running `dbfed serve`, killed on drop.
 /// Writes `big.csv` (`k` = 0..ROWS, `v` = `"value-<k>"`) into `dir`.
 fn write_big_csv(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("big.csv");
@@ -51,22 +49,6 @@ async fn connect(url: &str) -> FlightSqlServiceClient<Channel> {
     FlightSqlServiceClient::new(channel)
 }
 
-async fn query(
-    client: &mut FlightSqlServiceClient<Channel>,
-    sql: &str,
-) -> Result<Vec<RecordBatch>, FlightError> {
-    let info = client.execute(sql.to_owned(), None).await?;
-    let mut batches = Vec::new();
-    for endpoint in info.endpoint {
-        let ticket = endpoint
-            .ticket
-            .ok_or_else(|| FlightError::ProtocolError("endpoint without ticket".into()))?;
-        let part: Vec<RecordBatch> = client.do_get(ticket).await?.try_collect().await?;
-        batches.extend(part);
-    }
-    Ok(batches)
-}
-
 /// Every value of column `index`, as Int64.
 fn int64s(batches: &[RecordBatch], index: usize) -> Vec<i64> {
     let mut values = Vec::new();
@@ -97,7 +79,7 @@ fn a_query_over_the_memory_limit_is_refused_and_the_server_keeps_serving() {
         // The build side of this hash join holds all 200 000 rows: it cannot spill.
         let refused = tokio::time::timeout(
             guard,
-            query(
+            flight_query(
                 &mut client,
                 "SELECT count(*) FROM big a JOIN big b ON a.k = b.k",
             ),
@@ -118,7 +100,7 @@ fn a_query_over_the_memory_limit_is_refused_and_the_server_keeps_serving() {
         // The server still answers, over the same table.
         let small = tokio::time::timeout(
             guard,
-            query(&mut client, "SELECT count(*), sum(k) FROM big"),
+            flight_query(&mut client, "SELECT count(*), sum(k) FROM big"),
         )
         .await
         .expect("hang guard")
@@ -129,7 +111,7 @@ fn a_query_over_the_memory_limit_is_refused_and_the_server_keeps_serving() {
         // A sort of the whole table spills to disk rather than failing: every row, in order.
         let sorted = tokio::time::timeout(
             guard,
-            query(&mut client, "SELECT k FROM big ORDER BY k DESC"),
+            flight_query(&mut client, "SELECT k FROM big ORDER BY k DESC"),
         )
         .await
         .expect("hang guard")
@@ -144,7 +126,7 @@ fn a_query_over_the_memory_limit_is_refused_and_the_server_keeps_serving() {
         // ... and it did spill: the sort's metrics say so.
         let analyzed = tokio::time::timeout(
             guard,
-            query(
+            flight_query(
                 &mut client,
                 "EXPLAIN ANALYZE SELECT k FROM big ORDER BY k DESC",
             ),

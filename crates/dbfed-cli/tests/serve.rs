@@ -6,27 +6,10 @@ use std::time::Duration;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use arrow::record_batch::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use futures::TryStreamExt;
 use tonic::transport::Endpoint;
 
-use crate::support::{dbfed, spawn_listening, write_config};
-
-/// A running `dbfed serve`, killed on drop.
-async fn query(
-    client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
-    sql: &str,
-) -> Result<Vec<RecordBatch>, arrow_flight::error::FlightError> {
-    let info = client.execute(sql.to_owned(), None).await?;
-    let mut batches = Vec::new();
-    for endpoint in info.endpoint {
-        let ticket = endpoint.ticket.expect("a ticket");
-        let part: Vec<RecordBatch> = client.do_get(ticket).await?.try_collect().await?;
-        batches.extend(part);
-    }
-    Ok(batches)
-}
+use crate::support::{dbfed, flight_query, spawn_listening, write_config};
 
 #[test]
 fn serve_prints_its_address_and_answers_a_federated_flight_query() {
@@ -65,7 +48,7 @@ fn serve_prints_its_address_and_answers_a_federated_flight_query() {
             .await
             .expect("connect");
         let mut anonymous = FlightSqlServiceClient::new(channel.clone());
-        let refused = query(&mut anonymous, "SELECT 1")
+        let refused = flight_query(&mut anonymous, "SELECT 1")
             .await
             .expect_err("no token");
         match refused {
@@ -77,7 +60,7 @@ fn serve_prints_its_address_and_answers_a_federated_flight_query() {
 
         let mut client = FlightSqlServiceClient::new(channel);
         client.set_header("authorization", "Bearer flight-secret");
-        let batches = query(
+        let batches = flight_query(
             &mut client,
             "SELECT n.n_nationkey, t.target FROM samples.tpch.nation n \
              JOIN targets t ON t.nation = n.n_name ORDER BY n.n_nationkey",

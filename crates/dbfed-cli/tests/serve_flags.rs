@@ -7,13 +7,13 @@ use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use futures::TryStreamExt;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::support::{Listening, dbfed, spawn_listening, start_emulator, write_config};
+use crate::support::{
+    Listening, dbfed, flight_query, spawn_listening, start_emulator, write_config,
+};
 
-/// A running `dbfed serve`, killed on drop.
 fn serve(home: &std::path::Path, args: &[&str]) -> Listening {
     spawn_listening(dbfed(home).arg("serve").args(args))
 }
@@ -58,20 +58,6 @@ fn pki(dir: &std::path::Path) -> Pki {
         client_cert: client.pem(),
         client_key: client_key.serialize_pem(),
     }
-}
-
-async fn query(
-    client: &mut FlightSqlServiceClient<Channel>,
-    sql: &str,
-) -> Result<Vec<RecordBatch>, arrow_flight::error::FlightError> {
-    let info = client.execute(sql.to_owned(), None).await?;
-    let mut batches = Vec::new();
-    for endpoint in info.endpoint {
-        let ticket = endpoint.ticket.expect("a ticket");
-        let part: Vec<RecordBatch> = client.do_get(ticket).await?.try_collect().await?;
-        batches.extend(part);
-    }
-    Ok(batches)
 }
 
 /// The single BIGINT value of a one-row, one-column result.
@@ -138,7 +124,7 @@ fn tls_flags_serve_grpc_over_tls_with_client_certificates() {
         };
         let channel = connect(true).await.expect("mutual TLS connects");
         let mut client = FlightSqlServiceClient::new(channel);
-        let batches = query(&mut client, "SELECT count(*) FROM samples.tpch.region")
+        let batches = flight_query(&mut client, "SELECT count(*) FROM samples.tpch.region")
             .await
             .expect("a query over TLS");
         assert_eq!(single_i64(&batches), 5);
@@ -147,7 +133,7 @@ fn tls_flags_serve_grpc_over_tls_with_client_certificates() {
         if let Ok(channel) = connect(false).await {
             let mut client = FlightSqlServiceClient::new(channel);
             assert!(
-                query(&mut client, "SELECT 1").await.is_err(),
+                flight_query(&mut client, "SELECT 1").await.is_err(),
                 "a client without a certificate is refused"
             );
         }
@@ -160,7 +146,7 @@ fn tls_flags_serve_grpc_over_tls_with_client_certificates() {
             .await;
         if let Ok(channel) = plain {
             let mut client = FlightSqlServiceClient::new(channel);
-            assert!(query(&mut client, "SELECT 1").await.is_err());
+            assert!(flight_query(&mut client, "SELECT 1").await.is_err());
         }
     });
 }
@@ -233,29 +219,29 @@ fn pass_through_lets_the_warehouse_grants_decide_per_token() {
         };
         let mut alice = as_user("dapi-alice");
         let mut bob = as_user("dapi-bob");
-        let regions = query(&mut alice, "SELECT count(*) FROM samples.tpch.region")
+        let regions = flight_query(&mut alice, "SELECT count(*) FROM samples.tpch.region")
             .await
             .expect("alice reads samples");
         assert_eq!(single_i64(&regions), 5);
-        let salaries = query(&mut bob, "SELECT sum(salary) FROM hr.people.salaries")
+        let salaries = flight_query(&mut bob, "SELECT sum(salary) FROM hr.people.salaries")
             .await
             .expect("bob reads hr");
         assert_eq!(single_i64(&salaries), 600);
         assert!(
-            query(&mut alice, "SELECT sum(salary) FROM hr.people.salaries")
+            flight_query(&mut alice, "SELECT sum(salary) FROM hr.people.salaries")
                 .await
                 .is_err(),
             "alice has no grant on hr"
         );
         assert!(
-            query(&mut bob, "SELECT count(*) FROM samples.tpch.region")
+            flight_query(&mut bob, "SELECT count(*) FROM samples.tpch.region")
                 .await
                 .is_err(),
             "bob has no grant on samples"
         );
         let mut anonymous = FlightSqlServiceClient::new(channel.clone());
         assert!(
-            query(&mut anonymous, "SELECT 1").await.is_err(),
+            flight_query(&mut anonymous, "SELECT 1").await.is_err(),
             "no token, no session"
         );
     });

@@ -88,3 +88,21 @@ pub fn write_config(dir: &std::path::Path, text: &str) -> String {
     std::fs::write(&path, text).expect("config written");
     path.to_str().expect("utf-8 path").to_owned()
 }
+
+/// Runs `sql` through a Flight SQL client and reads every endpoint's batches.
+pub async fn flight_query(
+    client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    sql: &str,
+) -> Result<Vec<arrow::record_batch::RecordBatch>, arrow_flight::error::FlightError> {
+    use futures::TryStreamExt;
+    let info = client.execute(sql.to_owned(), None).await?;
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.ok_or_else(|| {
+            arrow_flight::error::FlightError::ProtocolError("an endpoint without a ticket".into())
+        })?;
+        let part: Vec<_> = client.do_get(ticket).await?.try_collect().await?;
+        batches.extend(part);
+    }
+    Ok(batches)
+}
