@@ -27,7 +27,7 @@ pub struct DatabricksDriver {
 
 impl DatabricksDriver {
     /// A driver whose sessions use the client config's catalog, schema and session confs.
-    /// Poll interval (thread-per-query mode): 1 ms growing by half each poll to 500 ms, and
+    /// Poll interval (thread-per-query mode): 1 ms growing by a quarter each poll to 500 ms, and
     /// restarting from 1 ms when the statement leaves the warehouse's queue.
     pub fn new(client: Client) -> Self {
         let config = client.config();
@@ -59,8 +59,9 @@ impl DatabricksDriver {
         self
     }
 
-    /// Sets the statement poll interval: first wait `min`, growing by half up to `max`
-    /// (default 10 ms to 500 ms).
+    /// Sets the statement poll interval of thread-per-query mode: first wait `min`, growing by
+    /// a quarter up to `max` and restarting when the statement starts executing (default 1 ms
+    /// to 500 ms). Submit-and-poll mode uses `ExecutorBuilder::poll_interval`.
     pub fn poll_interval(mut self, min: Duration, max: Duration) -> Self {
         self.poll_interval = (min.max(Duration::from_millis(1)), max.max(min));
         self
@@ -177,7 +178,8 @@ impl DatabricksConnection {
         let statement_id = response.id().to_owned();
         let span = tracing::debug_span!("statement", statement_id = %statement_id);
         let _enter = span.enter();
-        let mut backoff = Backoff::new(self.poll_interval);
+        // The worker waits for this statement alone: polling finely costs it nothing.
+        let mut backoff = Backoff::new(self.poll_interval, 4);
         while !response.is_terminal() {
             if cancel.wait_timeout(backoff.interval()) {
                 tracing::debug!("query canceled while the statement runs: canceling it");

@@ -262,23 +262,27 @@ impl CancelToken {
     }
 }
 
-/// A statement's poll back-off: each interval is half as long again as the last, up to
-/// `max`, and it restarts from `min` the first time a poll sees the statement executing (out
-/// of the warehouse's queue), so a long queue wait does not delay noticing a short run.
+/// A statement's poll back-off: each interval is longer than the last by a fraction of it
+/// (`1/growth_divisor`: 2 for half, 4 for a quarter), up to `max`, and it restarts from `min`
+/// the first time a poll sees the statement executing (out of the warehouse's queue), so a long
+/// queue wait does not delay noticing a short run. A statement is noticed at most that fraction
+/// of its run (and at most `max`) after it finished.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     interval: Duration,
+    growth_divisor: u32,
     executing: bool,
 }
 
 impl Backoff {
-    pub(crate) fn new((min, max): (Duration, Duration)) -> Self {
+    pub(crate) fn new((min, max): (Duration, Duration), growth_divisor: u32) -> Self {
         Self {
             min,
             max,
             interval: min,
+            growth_divisor: growth_divisor.max(1),
             executing: false,
         }
     }
@@ -294,7 +298,7 @@ impl Backoff {
             self.executing = true;
             self.min
         } else {
-            (self.interval + self.interval / 2).min(self.max)
+            (self.interval + self.interval / self.growth_divisor).min(self.max)
         };
     }
 }
@@ -307,7 +311,7 @@ mod tests {
     #[test]
     fn backoff_grows_by_half_and_restarts_once_when_the_statement_executes() {
         let ms = Duration::from_millis;
-        let mut b = Backoff::new((ms(10), ms(40)));
+        let mut b = Backoff::new((ms(10), ms(40)), 2);
         let mut seen = vec![b.interval()];
         for executing in [false, false, false, false, true, false, true, true] {
             b.polled(executing);
@@ -317,6 +321,18 @@ mod tests {
         let expected = [10.0, 15.0, 22.5, 33.75, 40.0, 10.0, 15.0, 22.5, 33.75];
         let got: Vec<f64> = seen.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         for (g, e) in got.iter().zip(expected) {
+            assert!((g - e).abs() < 1e-6, "{got:?}");
+        }
+
+        // Growing by a quarter: 8, 10, 12.5, 15.625.
+        let mut b = Backoff::new((ms(8), ms(100)), 4);
+        let mut seen = vec![b.interval()];
+        for _ in 0..3 {
+            b.polled(false);
+            seen.push(b.interval());
+        }
+        let got: Vec<f64> = seen.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        for (g, e) in got.iter().zip([8.0, 10.0, 12.5, 15.625]) {
             assert!((g - e).abs() < 1e-6, "{got:?}");
         }
     }

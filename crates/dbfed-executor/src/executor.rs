@@ -1146,7 +1146,8 @@ fn hand_to_poller(shared: &Shared, job: Job, pending: Box<dyn PendingStatement>)
         job.span.record("statement_id", id);
     }
     tracing::debug!("statement submitted: polling");
-    let backoff = Backoff::new(shared.config.poll_interval);
+    // One poller polls every statement in turn: growing by half keeps its rounds short.
+    let backoff = Backoff::new(shared.config.poll_interval, 2);
     let mut state = shared.state.lock();
     if state.shutdown {
         drop(state);
