@@ -349,7 +349,7 @@ fn expired_links_are_refreshed_without_losing_rows() {
     let at_execute = faults
         .inject(FaultRule::new(Endpoint::ExecuteStatement, FaultAction::ExpiredLinks).times(2));
     // Eight chunks get expired links twice in a row (the client refreshes a refused link up
-    // to three times: more in a row is a clear error, tested below).
+    // to eight times: more in a row is a clear error, tested below).
     let at_chunk: Vec<_> = (1..=8)
         .map(|i| {
             faults.inject(

@@ -32,8 +32,10 @@ use crate::wire::{Compression, ExternalLink, Format, ResultData};
 
 /// Assumed size of a chunk whose manifest entry has no `byte_count`.
 const DEFAULT_CHUNK_COST: u64 = 16 << 20;
-/// How often the link of a chunk may be refreshed (expired or 403) before giving up.
-const MAX_LINK_REFRESHES: u32 = 3;
+/// How often the link of a chunk may be refreshed (expired or 403) before giving up. A link
+/// that is still refused after this many fresh ones is a clear error; fewer would turn a run of
+/// unlucky expiries (each refresh is independent) into a failed query.
+const MAX_LINK_REFRESHES: u32 = 8;
 /// Size of the reads of a download body (cancellation is checked between them).
 const READ_SLICE: usize = 256 << 10;
 
