@@ -10,9 +10,8 @@ use arrow::datatypes::{DataType, Int64Type};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use tonic::transport::{Channel, Endpoint};
 
-use crate::support::{Listening, dbfed, flight_query, spawn_listening};
+use crate::support::{Listening, dbfed, flight_channel, flight_query, spawn_listening};
 
 /// Rows of the generated table: its hash table is several times 2 MiB.
 const ROWS: i64 = 200_000;
@@ -36,17 +35,6 @@ fn serve(home: &std::path::Path, args: &[&str]) -> Listening {
             .args(["serve", "--emulator", "--listen", "127.0.0.1:0"])
             .args(args),
     )
-}
-
-async fn connect(url: &str) -> FlightSqlServiceClient<Channel> {
-    let channel = Endpoint::from_shared(url.replacen("grpc://", "http://", 1))
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(120))
-        .connect()
-        .await
-        .expect("connect");
-    FlightSqlServiceClient::new(channel)
 }
 
 /// Every value of column `index`, as Int64.
@@ -73,7 +61,7 @@ fn a_query_over_the_memory_limit_is_refused_and_the_server_keeps_serving() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut client = connect(&server.url).await;
+        let mut client = FlightSqlServiceClient::new(flight_channel(&server.url).await);
         let guard = Duration::from_secs(240);
 
         // The build side of this hash join holds all 200 000 rows: it cannot spill.

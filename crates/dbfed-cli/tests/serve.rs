@@ -7,9 +7,8 @@ use std::time::Duration;
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use tonic::transport::Endpoint;
 
-use crate::support::{dbfed, flight_query, spawn_listening, write_config};
+use crate::support::{dbfed, flight_channel, flight_query, spawn_listening, write_config};
 
 #[test]
 fn serve_prints_its_address_and_answers_a_federated_flight_query() {
@@ -39,14 +38,7 @@ fn serve_prints_its_address_and_answers_a_federated_flight_query() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let address = server.url.replacen("grpc://", "http://", 1);
-        let channel = Endpoint::from_shared(address)
-            .expect("endpoint")
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
-            .connect()
-            .await
-            .expect("connect");
+        let channel = flight_channel(&server.url).await;
         let mut anonymous = FlightSqlServiceClient::new(channel.clone());
         let refused = flight_query(&mut anonymous, "SELECT 1")
             .await

@@ -11,7 +11,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::support::{
-    Listening, dbfed, flight_query, spawn_listening, start_emulator, write_config,
+    Listening, dbfed, flight_channel, flight_query, spawn_listening, start_emulator, write_config,
 };
 
 fn serve(home: &std::path::Path, args: &[&str]) -> Listening {
@@ -203,15 +203,8 @@ fn pass_through_lets_the_warehouse_grants_decide_per_token() {
     );
     let server = serve(home.path(), &["--config", &config, "--pass-through"]);
     assert!(server.url.starts_with("grpc://"), "{}", server.url);
-    let address = server.url.replacen("grpc://", "http://", 1);
     runtime().block_on(async {
-        let channel = Endpoint::from_shared(address)
-            .expect("endpoint")
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
-            .connect()
-            .await
-            .expect("connect");
+        let channel = flight_channel(&server.url).await;
         let as_user = |token: &str| {
             let mut client = FlightSqlServiceClient::new(channel.clone());
             client.set_header("authorization", format!("Bearer {token}"));

@@ -106,3 +106,14 @@ pub async fn flight_query(
     }
     Ok(batches)
 }
+
+/// A plaintext gRPC channel to a `grpc://HOST:PORT` address a `dbfed` process printed.
+pub async fn flight_channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.replacen("grpc://", "http://", 1))
+        .expect("endpoint")
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(120))
+        .connect()
+        .await
+        .expect("connect")
+}
